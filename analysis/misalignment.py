@@ -81,6 +81,8 @@ def resolve_distance(distance: str | Callable) -> Callable:
     """A callable d(a, b) -> (B,) for a name or a callable; UserError naming the allowed names otherwise."""
     if callable(distance):
         return distance
+    if isinstance(distance, str) and distance in BUILTIN_DISTANCES:    # no registry import for l1 / l2
+        return BUILTIN_DISTANCES[distance]
     reg = _registry()
     if isinstance(distance, str) and distance in reg:
         return reg[distance]
