@@ -1,0 +1,5 @@
+import sys
+
+from catlab.cli import main
+
+sys.exit(main())

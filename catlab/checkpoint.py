@@ -1,0 +1,99 @@
+"""Checkpoints: one file holds every piece of state; written atomically; loaded with weights_only=True.
+
+    <run_dir>/ckpt/last.pt         models, EMA, optimisers, step, images seen, RNG states, data position,
+                                   config hash
+    <run_dir>/snapshots/ema_<step>.pt   EMA generator weights (and meta) only, for drift over training
+    Both carry meta = {num_classes, channels}, so a generator can be rebuilt without its data.
+
+Analysis loads generators through `load_generator(run_dir)`, never through trainer internals.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from catlab.config import Config, load_config_json
+from catlab.errors import UserError
+
+
+def atomic_save(obj, path: Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def safe_load(path: Path) -> dict:
+    """torch.load with weights_only=True, turning a missing or corrupt file into a one-line UserError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+    except Exception as e:  # noqa: BLE001 -- truncated zip, bad pickle, foreign object
+        raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); "
+                        "delete it to start the run over") from None
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuples(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy(), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_config(run_dir: str | Path) -> Config:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise UserError(f"{run_dir} is not a catlab run dir (no config.json)")
+    return load_config_json(path)
+
+
+def load_generator(run_dir: str | Path, ema: bool = True, snapshot: str | Path | None = None,
+                   device: str = "cpu"):
+    """The trained generator of a run (EMA by default), in eval mode, and its Config.
+
+    snapshot: a file under snapshots/ (EMA weights at some step) instead of the last checkpoint.
+    """
+    from catlab.models import build_generator
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    ckpt = safe_load(Path(snapshot) if snapshot is not None else run_dir / "ckpt" / "last.pt")
+    G = build_generator(cfg.model, ckpt["meta"]["num_classes"], cfg.data.resolution, ckpt["meta"]["channels"])
+    G.load_state_dict(ckpt["G_ema" if ema or snapshot is not None else "G"])
+    return G.to(device).eval().requires_grad_(False), cfg
+
+
+def snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every EMA snapshot of a run, in order."""
+    paths = sorted(Path(run_dir, "snapshots").glob("ema_*.pt"))
+    return [(int(p.stem.split("_")[1]), p) for p in paths]
