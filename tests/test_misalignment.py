@@ -32,10 +32,10 @@ def test_exact_alignment_is_zero():
 
 
 def test_exact_alignment_bilinear():
-    # bilinear (antialias=False) does not compose (R_4 R_8 != R_4), so only discrepancy is exactly 0
+    # bilinear does not compose (R_4 R_8 != R_4), so only discrepancy is exactly 0
     res = cross_scale_metrics(aligned_pyramid(mode="bilinear"), resampler="bilinear")
     assert res["discrepancy"] == [0.0, 0.0]
-    assert res["rewrite"][1] == 0.0 and res["rewrite"][0] > 1e-3
+    assert res["rewrite"][1] == 0.0 and res["rewrite"][0] > 1e-5
     assert res["direction"][1] == 0.0
 
 
