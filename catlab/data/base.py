@@ -1,6 +1,7 @@
 """The pieces every dataset shares: the ImageSet container, the registry, the data root and a resizer."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,12 @@ def register(name: str):
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
+def mix_seed(*parts: int) -> int:
+    """A 32-bit seed from several ints. torch's CPU generator keeps only the low 32 bits of a seed, so
+    packing ints with shifts (seed << 32 | epoch) would silently drop some of them."""
+    return int.from_bytes(hashlib.sha256(repr(tuple(int(p) for p in parts)).encode()).digest()[:4], "little")
+
+
 def data_root(root: str = "") -> Path:
     """Where downloadable datasets live: data.root, else $CATLAB_DATA, else ./data (absolute)."""
     return Path(root or os.environ.get("CATLAB_DATA") or "data").expanduser().resolve()

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from catlab.data.base import ImageSet
+from catlab.data.base import ImageSet, mix_seed
 from catlab.data.pyramid import to_float
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of epoch `epoch`: a permutation of range(n) that depends only on (seed, epoch)."""
-    g = torch.Generator().manual_seed(((seed & 0xFFFFFFFF) << 32) | (epoch & 0xFFFFFFFF))
+    g = torch.Generator().manual_seed(mix_seed(seed, epoch))
     return torch.randperm(n, generator=g)                                  # (n,)
 
 

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from catlab.data.base import ImageSet, register
+from catlab.data.base import ImageSet, mix_seed, register
 
 CLASS_NAMES = ["disc", "square", "triangle", "ring", "cross", "diamond", "star", "bar", "ellipse", "L-shape"]
 PALETTE = torch.tensor([                       # (C, 3) one bold colour family per class, RGB in [0, 1]
@@ -110,7 +110,7 @@ def shape_params(n: int, seed: int, num_classes: int) -> tuple[torch.Tensor, tor
     """Labels (n,) cycling through the classes and uniform parameters (n, N_PARAMS), blockwise seeded."""
     blocks = []
     for b in range((n + BLOCK - 1) // BLOCK):
-        g = torch.Generator().manual_seed(((seed & 0xFFFFFFFF) << 20) + b)
+        g = torch.Generator().manual_seed(mix_seed(seed, b))
         blocks.append(torch.rand(BLOCK, N_PARAMS, generator=g))
     params = torch.cat(blocks)[:n] if blocks else torch.zeros(0, N_PARAMS)
     labels = torch.arange(n) % num_classes
