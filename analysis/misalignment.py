@@ -35,17 +35,9 @@ _ZERO = 1e-12   # squared norms (float64) at or below this count as a zero vecto
 # ----------------------------------------------------------------------------------------------------------
 
 def _resample(x: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
-    """R_size(x), the pyramid operator. (B, C, H, W) -> (B, C, size, size).
-
-    Private stand-in for `catlab.data.resample` (same contract: identity when the size matches, `mode`
-    when downsampling, bilinear when upsampling). TODO(lead): replace the body by
-    `from catlab.data import resample; return resample(x, size, mode)` once catlab.data lands.
-    """
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    if mode == "area" and x.shape[-1] > size:
-        return F.interpolate(x, size=(size, size), mode="area")
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    """R_size(x), the pyramid's own operator (catlab.data.resample). (B, C, H, W) -> (B, C, size, size)."""
+    from catlab.data import resample
+    return resample(x, size, mode)
 
 
 def _l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
