@@ -117,9 +117,9 @@ def shape_params(n: int, seed: int, num_classes: int) -> tuple[torch.Tensor, tor
     return labels, params
 
 
-def render(labels: torch.Tensor, p: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Draw images (n, 3, R, R) in [0, 1] from labels (n,) and parameters (n, N_PARAMS)."""
-    n, R = labels.shape[0], resolution
+def render(c: int, p: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Draw images (n, 3, R, R) in [0, 1] of class c from parameters (n, N_PARAMS)."""
+    n, R = p.shape[0], resolution
     unit = max(R // 32, 1)                                              # texture cell size in px
     # per-sample geometry
     cx, cy = R * (0.35 + 0.3 * p[:, 0]), R * (0.35 + 0.3 * p[:, 1])   # (n,) centre in px
@@ -128,25 +128,19 @@ def render(labels: torch.Tensor, p: torch.Tensor, resolution: int) -> torch.Tens
     coords = torch.arange(R, dtype=torch.float32) + 0.5                 # pixel centres
     dx = coords[None, None, :] - cx[:, None, None]                      # (n, 1, R)
     dy = coords[None, :, None] - cy[:, None, None]                      # (n, R, 1)
-    u = (dx / (half * aspect)[:, None, None]).expand(n, R, R)           # (n, R, R)
-    v = (dy / (half / aspect)[:, None, None]).expand(n, R, R)
-    # per-sample texture coordinates (integer cells, random phase) and radius from the centre
-    ix = torch.arange(R)[None, None, :] + (p[:, 12] * 6).long()[:, None, None]
-    iy = torch.arange(R)[None, :, None] + (p[:, 13] * 6).long()[:, None, None]
-    X, Y = (ix // unit).expand(n, R, R), (iy // unit).expand(n, R, R)
-    rad = torch.sqrt(dx * dx + dy * dy) / unit                          # (n, R, R)
-
-    mask = torch.zeros(n, R, R, dtype=torch.bool)
-    tex = torch.zeros(n, R, R)
-    for c in range(len(SHAPES)):
-        sel = (labels % len(SHAPES)) == c
-        if sel.any():
-            mask[sel] = SHAPES[c](u[sel], v[sel])
-            tex[sel] = TEXTURES[c](X[sel], Y[sel], rad[sel]).float()
+    u = dx / (half * aspect)[:, None, None]                             # (n, 1, R), broadcasts with v
+    v = dy / (half / aspect)[:, None, None]                             # (n, R, 1)
+    mask = SHAPES[c](u, v).expand(n, R, R)                              # (n, R, R) bool
     outline = F.max_pool2d(mask[:, None].float(), 3, stride=1, padding=1)[:, 0].bool() & ~mask
 
+    # texture on integer cells with a random phase, and the radius from the centre
+    X = (torch.arange(R)[None, None, :] + (p[:, 12] * 6).long()[:, None, None]) // unit   # (n, 1, R)
+    Y = (torch.arange(R)[None, :, None] + (p[:, 13] * 6).long()[:, None, None]) // unit   # (n, R, 1)
+    rad = torch.sqrt(dx * dx + dy * dy) / unit                          # (n, R, R)
+    tex = TEXTURES[c](X, Y, rad).float().expand(n, R, R)                # (n, R, R)
+
     # colours: the class colour with brightness and per-channel jitter; a muted two-colour background
-    fg = PALETTE[labels % len(PALETTE)] * (0.85 + 0.15 * p[:, 4:5]) + 0.1 * (p[:, 5:8] - 0.5)   # (n, 3)
+    fg = PALETTE[c] * (0.85 + 0.15 * p[:, 4:5]) + 0.1 * (p[:, 5:8] - 0.5)   # (n, 3)
     fg = fg.clamp(0, 1)
     hue = p[:, 8]
     sat = 0.1 + 0.3 * p[:, 9]
@@ -163,12 +157,12 @@ def render(labels: torch.Tensor, p: torch.Tensor, resolution: int) -> torch.Tens
 
 
 def make_shapes(n: int, resolution: int = 32, seed: int = 0, chunk: int = 2048) -> ImageSet:
-    """n shapes images at `resolution` (uint8), deterministic from `seed`."""
+    """n shapes images at `resolution` (uint8), deterministic from `seed`. Rendered class by class."""
     labels, params = shape_params(n, seed, len(CLASS_NAMES))
     images = torch.empty(n, 3, resolution, resolution, dtype=torch.uint8)
-    for start in range(0, n, chunk):
-        sl = slice(start, start + chunk)
-        images[sl] = (render(labels[sl], params[sl], resolution) * 255).round().clamp(0, 255).to(torch.uint8)
+    for c in range(len(CLASS_NAMES)):
+        for idx in (labels == c).nonzero()[:, 0].split(chunk):
+            images[idx] = (render(c, params[idx], resolution) * 255).round().clamp(0, 255).to(torch.uint8)
     return ImageSet(images=images, labels=labels, num_classes=len(CLASS_NAMES), name="shapes",
                     class_names=list(CLASS_NAMES))
 
