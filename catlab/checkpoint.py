@@ -88,7 +88,8 @@ def load_generator(run_dir: str | Path, ema: bool = True, snapshot: str | Path |
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     ckpt = safe_load(Path(snapshot) if snapshot is not None else run_dir / "ckpt" / "last.pt")
-    G = build_generator(cfg.model, ckpt["meta"]["num_classes"], cfg.data.resolution, ckpt["meta"]["channels"])
+    G = build_generator(cfg.model, ckpt["meta"]["num_classes"], cfg.data.resolution, ckpt["meta"]["channels"],
+                        resampler=cfg.data.resampler)
     G.load_state_dict(ckpt["G_ema" if ema or snapshot is not None else "G"])
     return G.to(device).eval().requires_grad_(False), cfg
 

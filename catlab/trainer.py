@@ -90,9 +90,9 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_state(cfg: Config, num_classes: int, channels: int, batcher: Batcher, device) -> State:
-    G = build_generator(cfg.model, num_classes, cfg.data.resolution, channels).to(device)
+    G, G_ema = (build_generator(cfg.model, num_classes, cfg.data.resolution, channels,
+                                resampler=cfg.data.resampler).to(device) for _ in range(2))
     D = build_discriminator(cfg.model, num_classes, cfg.data.resolution, channels).to(device)
-    G_ema = build_generator(cfg.model, num_classes, cfg.data.resolution, channels).to(device)
     G_ema.load_state_dict(G.state_dict())
     G_ema.eval().requires_grad_(False)
     t = cfg.train
@@ -181,7 +181,7 @@ def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, ba
     t, window = cfg.train, (time.perf_counter(), s.step)
     scales = s.G.scales
     while s.step < t.steps:
-        real, y = s.batcher.next()
+        real, y = next(s.batcher)
         real = pyramid(real, scales, cfg.data.resampler)
         stats = {}
         for phase in phases:

@@ -1,0 +1,146 @@
+"""Trainer: exact resume after SIGKILL, one MLflow run per run dir, NaN -> FAILED, hooks."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from catlab.checkpoint import load_generator, safe_load
+from catlab.config import load_config
+from catlab.errors import RunFailed, UserError
+from catlab.trainer import Hooks, train
+from conftest import FAST
+
+STATE_KEYS = ("G", "D", "G_ema", "opt_g", "opt_d")
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    from catlab.config import load_config
+    from catlab.trainer import Hooks, train
+    cfg = load_config(sys.argv[2:])
+    kill_at = int(sys.argv[1])
+    def step_fn(step, state):
+        if step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(cfg, Hooks(step_fn=step_fn if kill_at > 0 else None))
+""")
+
+
+def _run_script(workdir, kill_at, overrides):
+    script = workdir / "kill_train.py"
+    script.write_text(KILL_SCRIPT)
+    return subprocess.run([sys.executable, str(script), str(kill_at), *overrides], cwd=workdir,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_exact_resume_after_sigkill_and_one_mlflow_run(workdir):
+    import mlflow
+    base = FAST + ["train.steps=8", "train.ckpt_every=4"]
+    # N = 4 steps, then SIGKILL in the middle of the second half (after step 6), then the same command again
+    killed = _run_script(workdir, 6, base + ["run.root=killed"])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert safe_load(next((workdir / "killed").glob("*/ckpt/last.pt")))["step"] == 4
+    resumed = _run_script(workdir, 0, base + ["run.root=killed"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = _run_script(workdir, 0, base + ["run.root=straight"])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    a = safe_load(next((workdir / "killed").glob("*/ckpt/last.pt")))
+    b = safe_load(next((workdir / "straight").glob("*/ckpt/last.pt")))
+    assert a["step"] == b["step"] == 8
+    for key in STATE_KEYS + ("rng", "data", "images_seen"):
+        assert _equal(a[key], b[key]), f"{key} differs after kill + resume"
+
+    # MLflow: the killed run continued the same MLflow run; one run per run dir, both FINISHED
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 2
+    assert set(runs["status"]) == {"FINISHED"}
+    run = runs[runs["tags.run_dir"].str.contains("killed")].iloc[0]
+    assert run["params.train.steps"] == "8" and run["params.loss.consistency.weight"] == "1.0"
+    for tag in ("config_hash", "git_commit", "catlab_version", "dataset", "device"):
+        assert isinstance(run[f"tags.{tag}"], str) and run[f"tags.{tag}"]
+    client = mlflow.tracking.MlflowClient()
+    history = client.get_metric_history(run["run_id"], "d_loss")
+    steps = [m.step for m in history]
+    assert steps == sorted(set(steps)) == [2, 4, 6, 8]           # per-step, none sent twice
+    artifacts = [f.path for f in client.list_artifacts(run["run_id"], "samples")]
+    assert "samples/grid_000008.png" in artifacts
+    assert "config.json" in [f.path for f in client.list_artifacts(run["run_id"])]
+    lines = [json.loads(x) for x in next((workdir / "killed").glob("*/metrics.jsonl")).read_text().splitlines()]
+    assert sorted({x["step"] for x in lines if x["name"] == "d_loss"}) == [2, 4, 6, 8]
+
+
+def test_nan_marks_failed_and_keeps_previous_checkpoint(workdir):
+    import mlflow
+    cfg = load_config(FAST + ["train.steps=12", "train.ckpt_every=5"])
+
+    def poison(step, state):
+        if step == 7:
+            with torch.no_grad():
+                for p in state.G.parameters():
+                    p.fill_(float("nan"))
+    with pytest.raises(RunFailed, match="non-finite .* at step 8"):
+        train(cfg, Hooks(step_fn=poison))
+    run_dir = workdir / "runs" / cfg.run_name()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "FAILED" and "non-finite" in info["reason"]
+    last = safe_load(run_dir / "ckpt" / "last.pt")
+    assert last["step"] == 5 and all(torch.isfinite(v).all() for v in last["G"].values())
+    run = mlflow.search_runs(search_all_experiments=True).iloc[0]
+    assert run["status"] == "FAILED" and "non-finite" in run["tags.reason"]
+    assert run["metrics.d_loss"] == run["metrics.d_loss"]      # partial metrics were kept
+
+
+def test_abort_hook_kills_with_reason_and_progress_sees_context(workdir):
+    cfg = load_config(FAST + ["train.steps=10", "run.mlflow=false"])
+    seen = []
+
+    def progress(step, stats, ctx):
+        stages = ctx.sample(ctx.eval_z[:2], ctx.eval_y[:2])
+        seen.append((step, stats["d_loss"], [tuple(x.shape) for x in stages]))
+        ctx.report("probe", float(step))
+    result = train(cfg, Hooks(progress_fn=progress, abort_fn=lambda step: "pruned" if step >= 4 else None))
+    assert result.status == "KILLED" and result.reason == "pruned" and result.step == 4
+    assert [s for s, _, _ in seen] == [2, 4]
+    assert seen[0][2] == [(2, 3, 4, 4), (2, 3, 8, 8), (2, 3, 16, 16), (2, 3, 32, 32)]
+    assert safe_load(result.run_dir / "ckpt" / "last.pt")["step"] == 4   # nothing lost
+    # the run can be resumed to the end by running it again without the abort
+    assert train(cfg).status == "FINISHED"
+
+
+def test_finished_run_is_not_trained_again_and_other_config_is_refused(workdir):
+    cfg = load_config(FAST + ["train.steps=2", "run.mlflow=false"])
+    first = train(cfg)
+    assert first.status == "FINISHED"
+    again = train(cfg)
+    assert again.status == "FINISHED" and again.reason == "already finished"
+    other = load_config(FAST + ["train.steps=3", "run.mlflow=false"])
+    with pytest.raises(UserError, match="holds a run of config"):
+        train(other, run_dir=first.run_dir)
+    G, loaded_cfg = load_generator(first.run_dir)
+    assert loaded_cfg == cfg and len(G(torch.randn(2, G.z_dim), torch.arange(2))) == 4
+
+
+def test_consistency_off_changes_nothing_but_the_term(workdir):
+    """lambda = 0 gives a zero consistency term; the paired arms see the same data and z."""
+    on = train(load_config(FAST + ["train.steps=2", "run.mlflow=false", "run.root=on"]))
+    off = train(load_config(FAST + ["train.steps=2", "run.mlflow=false", "run.root=off",
+                                    "loss.consistency.weight=0"]))
+    a, b = safe_load(on.run_dir / "ckpt" / "last.pt"), safe_load(off.run_dir / "ckpt" / "last.pt")
+    assert _equal(a["data"], b["data"])
+    assert torch.equal(safe_load(on.run_dir / "eval_set.pt")["z"], safe_load(off.run_dir / "eval_set.pt")["z"])
+    cons = [json.loads(x) for x in (off.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(x["value"] == 0.0 for x in cons if x["name"] == "cons")
