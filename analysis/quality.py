@@ -1,0 +1,323 @@
+"""Quality and misalignment of trained runs and studies: tidy tables (metric, stage, value).
+
+    df = evaluate_run("runs/3f9c0a1b2d-s0", n=1000)      # rows: fid_domain_1k / 1..K, discrepancy_l2 / 1..K-1 ...
+    df.attrs["info"]["fid_extractor"]                      # "domain" (offline) or "inception"
+    evaluate_study("studies/ablation-consistency")         # table.csv, summary.csv, tests.csv, drift.csv
+    quality_curve(run_dir, n=500)                          # FID per scale over the EMA snapshots (fig 5)
+
+Samples: the EMA generator on fixed (z, y) that depend on the run seed only (eval_set.pt, 256 samples, then
+more drawn from a generator seeded by the run seed), so two arms with the same seed see the same z.
+Quality: stage k's n samples against n real images (a fixed subset of the dataset, the same for every run)
+resampled to s_k with the run's resampler, through catlab.metrics' quality(). Reference statistics are
+cached by torch-fidelity (input2_cache_name); the real subset itself is cached beside them, so a second
+evaluation builds no dataset and extracts no real features.
+Diagnostics: analysis.misalignment.cross_scale_metrics per distance on the same samples.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from analysis.misalignment import METRICS as DIAGNOSTICS, cross_scale_metrics, resolve_distance
+from catlab.checkpoint import atomic_save, load_generator, safe_load, snapshots
+from catlab.errors import UserError
+
+EVAL_N = 256                      # the size of a run's eval_set.pt
+REAL_SEED = 0                     # the real subset: one per dataset and n, shared by every run and seed
+CELL_COLUMNS = ("cell", "seed", "run_dir", "status", "reason", "config_hash", "mlflow_run_id")
+_REAL: dict[str, list[torch.Tensor]] = {}   # in-process memo of real pyramids (a study builds its data once)
+
+
+# ---- building blocks ----------------------------------------------------------------------------------
+def distance_fn(name: str):
+    """d(a, b) -> (B,) by name: analysis.misalignment's registry, else catlab.metrics' perceptual ones."""
+    try:
+        return resolve_distance(name)
+    except UserError:
+        from catlab.metrics import lpips_distance as lp      # catlab.metrics.DISTANCES may not list it yet
+        if name in lp.PERCEPTUAL:
+            return lp.PERCEPTUAL[name]
+        raise
+
+
+def _metrics_api():
+    """(quality, reference_key) from catlab.metrics (its package exports, else the fidelity module)."""
+    try:
+        from catlab.metrics import quality, reference_key
+    except ImportError:
+        from catlab.metrics.fidelity import quality, reference_key
+    return quality, reference_key
+
+
+def cache_root() -> Path:
+    """Where the metrics package caches reference statistics (and where the real subsets go)."""
+    env = os.environ.get("CATLAB_CACHE", "")
+    return Path(env) / "fidelity" if env else Path(torch.hub._get_torch_home()) / "fidelity_cache"
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@torch.no_grad()
+def generate(G, z: torch.Tensor, y: torch.Tensor, batch: int = 256) -> list[torch.Tensor]:
+    """The K stage images of G for (z, y): (N, z_dim), (N,) -> K float tensors (N, C, s_k, s_k) on G's device.
+
+    Chunks of `batch` samples, no grad; every sample only depends on its own (z, y), so the result does
+    not depend on `batch` (up to float rounding of the matmuls).
+    """
+    if len(z) == 0 or len(z) != len(y):
+        raise UserError(f"z and y must hold the same number (>= 1) of samples, but got z={len(z)}, y={len(y)}")
+    device = next(G.parameters()).device
+    parts = [G(z[i:i + batch].to(device), y[i:i + batch].to(device)) for i in range(0, len(z), batch)]
+    return [torch.cat([p[k].float() for p in parts]) for k in range(len(parts[0]))]
+
+
+def fixed_inputs(run_dir: Path, n: int, seed: int, z_dim: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n of the run's fixed (z, y): eval_set.pt, extended past 256 from a generator seeded by the seed."""
+    path = Path(run_dir) / "eval_set.pt"
+    if path.exists():
+        ev = safe_load(path)
+        z, y = ev["z"], ev["y"]
+    else:                                                    # as the trainer draws it (a function of the seed)
+        g = torch.Generator().manual_seed(10_000 + seed)
+        z, y = torch.randn(EVAL_N, z_dim, generator=g), torch.arange(EVAL_N) % num_classes
+    if n > len(z):
+        g = torch.Generator().manual_seed(20_000 + seed)
+        z = torch.cat([z, torch.randn(n - len(z), z_dim, generator=g)])
+        y = torch.cat([y, torch.arange(len(y), n) % num_classes])
+    return z[:n], y[:n]
+
+
+def real_pyramid(data_cfg, n: int, sizes: list[int]) -> list[torch.Tensor]:
+    """n real images (a fixed random subset; all when the dataset is smaller) as uint8 (M, 3, s, s) per size.
+
+    Cached in memory and under cache_root(): keyed by the data config (minus where it lives), n and sizes.
+    """
+    from catlab.data import build_dataset, resample, to_float, to_uint8
+    spec = {k: v for k, v in vars(data_cfg).items() if k not in ("root", "download")}
+    key = hashlib.sha256(json.dumps([spec, n, list(sizes), REAL_SEED], sort_keys=True).encode()).hexdigest()[:12]
+    if key in _REAL:
+        return _REAL[key]
+    path = cache_root() / f"catlab-real-{key}.pt"
+    if path.exists():
+        _REAL[key] = safe_load(path)["images"]
+        return _REAL[key]
+    data = build_dataset(data_cfg)
+    idx = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(REAL_SEED))[:n]
+    x = to_float(data.images[idx.sort().values])             # (M, C, R, R)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    _REAL[key] = [to_uint8(resample(x, s, data_cfg.resampler)) for s in sizes]
+    atomic_save({"images": _REAL[key], "spec": spec, "n": n}, path)
+    return _REAL[key]
+
+
+def diagnostics(stages, distances, resampler: str = "area", batch: int = 256) -> list[tuple[str, int, float]]:
+    """(f"{diagnostic}_{distance}", stage 1..K-1, value) rows for every distance name."""
+    rows = []
+    for name in distances:
+        res = cross_scale_metrics(stages, distance=distance_fn(name), resampler=resampler, batch_size=batch)
+        rows += [(f"{m}_{name}", k + 1, v) for m in DIAGNOSTICS for k, v in enumerate(res[m])]
+    return rows
+
+
+def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto") -> tuple[list, dict]:
+    """(metric, stage 1..K, value) rows of catlab.metrics' quality() per scale, and its info."""
+    from catlab.data import to_uint8
+    quality, reference_key = _metrics_api()
+    sizes = [x.shape[-1] for x in stages]
+    real = real_pyramid(data_cfg, n, sizes)
+    fake = [to_uint8(x.cpu()) for x in stages]
+    fake = [f.expand(-1, 3, -1, -1) if f.shape[1] == 1 else f for f in fake]
+    key = reference_key(data_cfg.name, data_cfg.resampler, data_cfg.resolution)
+    res = quality(fake, real, metrics=tuple(metrics), extractor=extractor, cache_key=key,
+                  cache_root=cache_root())
+    rows = []
+    for name, value in res.items():
+        m = re.fullmatch(r"(.+)_s(\d+)", name)
+        rows.append((m[1], int(m[2]), float(value)))
+    return rows, dict(res.info)
+
+
+def _cache_files() -> set[str]:
+    root = cache_root()
+    return set(os.listdir(root)) if root.is_dir() else set()
+
+
+def log_run_metrics(run_dir: Path, cfg, df: pd.DataFrame, step: int) -> str | None:
+    """Send the rows to the run's own MLflow run (run.json mlflow_run_id) as <metric>_s<stage> at `step`."""
+    from catlab.tracking import MLflow
+    run_id = read_json(Path(run_dir) / "run.json").get("mlflow_run_id")
+    if not run_id or not cfg.run.mlflow:
+        return None
+    rows = [(f"{r.metric}_s{r.stage}", float(r.value), step) for r in df.itertuples() if math.isfinite(r.value)]
+    MLflow(cfg.run.tracking_uri).log_metrics(run_id, rows)
+    return run_id
+
+
+# ---- one run ------------------------------------------------------------------------------------------
+def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
+                 extractor: str = "auto", batch: int = 256, device: str = "cpu", log: bool = True) -> pd.DataFrame:
+    """Per-scale quality and the three diagnostics of a run's EMA generator: tidy (metric, stage, value).
+
+    metrics: subset of catlab.metrics' fid, kid, prc, isc (() skips quality); names like fid_domain_1k,
+        stage = scale 1..K. distances: names for the diagnostics (discrepancy_l2, rewrite_lpips-domain,
+        direction_l2 ...; stage 1..K-1). df.attrs["info"]: step, n, fid_extractor, cache_hits, ...
+    log: also send the rows to the run's MLflow run at the run's final step.
+    """
+    if not isinstance(n, int) or n < 2:
+        raise UserError(f"n must be an int >= 2, but got n={n!r}")
+    run_dir = Path(run_dir)
+    G, cfg = load_generator(run_dir, device=device)
+    step = int(read_json(run_dir / "run.json").get("step") or safe_load(run_dir / "ckpt" / "last.pt")["step"])
+    z, y = fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
+    stages = generate(G, z, y, batch)
+    rows = diagnostics(stages, distances, cfg.data.resampler, batch)
+    info = {"run_dir": str(run_dir), "step": step, "n": n, "fid_extractor": None, "cache_hits": []}
+    if metrics:
+        before = _cache_files()
+        q_rows, q_info = scale_quality(stages, cfg.data, n, metrics, extractor)
+        rows += q_rows
+        info.update(q_info, cache_hits=[bool(c) and any(f.startswith(c) for f in before)
+                                        for c in q_info.get("cache_names", [])])
+    df = pd.DataFrame(rows, columns=["metric", "stage", "value"])
+    df.attrs["info"] = info
+    if log:
+        info["mlflow_run_id"] = log_run_metrics(run_dir, cfg, df, step)
+    return df
+
+
+def quality_curve(run_dir, n: int = 1000, metrics=("fid",), extractor: str = "auto", batch: int = 256,
+                  device: str = "cpu", write: bool = True) -> pd.DataFrame:
+    """Quality per scale at every EMA snapshot (fig 5): rows step, images_seen (= step * batch), metric,
+    stage, value; written to <run_dir>/curve.csv. Same fixed (z, y) and real subset at every step."""
+    run_dir = Path(run_dir)
+    snaps = snapshots(run_dir)
+    if not snaps:
+        raise UserError(f"run dir must hold EMA snapshots (snapshots/ema_*.pt), but got none in {run_dir}")
+    rows, inputs = [], None
+    for step, path in snaps:
+        G, cfg = load_generator(run_dir, snapshot=path, device=device)
+        inputs = inputs or fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
+        q_rows, _ = scale_quality(generate(G, *inputs, batch), cfg.data, n, metrics, extractor)
+        rows += [(step, step * cfg.train.batch, m, k, v) for m, k, v in q_rows]
+    df = pd.DataFrame(rows, columns=["step", "images_seen", "metric", "stage", "value"])
+    if write:
+        df.to_csv(run_dir / "curve.csv", index=False)
+    return df
+
+
+# ---- studies ------------------------------------------------------------------------------------------
+def _locate(study_dir: Path, p: str) -> Path:
+    for cand in (Path(p), study_dir / p, study_dir / "runs" / Path(p).name):
+        if (cand / "config.json").exists():
+            return cand
+    return Path(p)
+
+
+def read_cells(study_dir) -> tuple[pd.DataFrame, list[str]]:
+    """The FINISHED cells of a study (cells.csv; run_dir resolved, seed int) and its axis columns."""
+    study_dir = Path(study_dir)
+    path = study_dir / "cells.csv"
+    if not path.exists():
+        raise UserError(f"study dir must hold cells.csv (run `catlab ablate` first), but got {study_dir}")
+    cells = pd.read_csv(path, dtype=str, keep_default_na=False)
+    axes = [c for c in cells.columns if c not in CELL_COLUMNS]
+    cells = cells[cells["status"] == "FINISHED"].copy()
+    if cells.empty:
+        raise UserError(f"{path} must list FINISHED cells, but got none (status column)")
+    cells["seed"] = cells["seed"].astype(int)
+    cells["run_dir"] = [str(_locate(study_dir, p)) for p in cells["run_dir"]]
+    return cells.reset_index(drop=True), axes
+
+
+def per_cell(cells: pd.DataFrame, axes: list[str], fn, desc: str, progress: bool = True) -> pd.DataFrame:
+    """fn(run_dir) -> DataFrame for every cell, labelled with cell, seed and the axis columns, concatenated."""
+    from tqdm.auto import tqdm
+    frames = []
+    for row in tqdm(cells.to_dict("records"), desc=desc, unit="run", disable=not progress, dynamic_ncols=True):
+        df = fn(Path(row["run_dir"]))
+        labels = {"cell": row["cell"], "seed": row["seed"], **{a: row[a] for a in axes}}
+        frames.append(df.assign(**labels)[[*labels, *df.columns]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def study_tests(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Paired tests (by seed) between the two labels of every 2-valued axis, per metric x stage."""
+    from analysis.stats import paired_tests
+    out = []
+    for axis in axes:
+        if table[axis].nunique() != 2:
+            continue
+        others = [a for a in axes if a != axis]
+        res = paired_tests(table, axis, pair_col="seed", by=[*others, "metric", "stage"])
+        out.append(res.assign(axis=axis)[["axis", *res.columns]])
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def _mlflow_name(s: str) -> str:
+    return re.sub(r"[^/\w.\- ]", "_", s.replace("=", "-").replace(",", "/"))
+
+
+def log_study(study_dir: Path, summary: pd.DataFrame, axes: list[str], step: int, uri: str = "") -> str | None:
+    """Summary means to the study's parent MLflow run (<arm>/<metric>_s<stage>) and the CSVs as artifacts."""
+    from catlab.tracking import MLflow
+    run_id = read_json(study_dir / "study.json").get("parent_run_id")
+    if not run_id:
+        return None
+    client = MLflow(uri)
+    rows = []
+    for r in summary.to_dict("records"):
+        arm = ",".join(f"{a}={r[a]}" for a in axes) or "all"
+        if math.isfinite(r["mean"]):
+            rows.append((_mlflow_name(f"{arm}/{r['metric']}_s{r['stage']}"), float(r["mean"]), step))
+    client.log_metrics(run_id, rows)
+    for name in ("table.csv", "summary.csv", "tests.csv", "drift.csv", "curve.csv"):
+        if (study_dir / name).exists():
+            client.log_artifact(run_id, study_dir / name, "analysis")
+    return run_id
+
+
+def evaluate_study(study_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
+                   extractor: str = "auto", batch: int = 256, device: str = "cpu", drift: bool = True,
+                   curve: bool = False, curve_n: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
+    stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True), curve.csv (curve=True);
+    logs the summary to the study's parent MLflow run. Returns the table (attrs["info"]: summary, tests...)."""
+    from analysis.stats import summarize
+    from catlab.checkpoint import run_config
+    study_dir = Path(study_dir)
+    cells, axes = read_cells(study_dir)
+    infos = []
+
+    def one(run_dir):
+        df = evaluate_run(run_dir, n, metrics, distances, extractor, batch, device)
+        infos.append(df.attrs["info"])
+        return df
+    table = per_cell(cells, axes, one, f"analyze {study_dir.name}", progress)
+    table.to_csv(study_dir / "table.csv", index=False)
+    summary = summarize(table, by=[*axes, "metric", "stage"])
+    summary.to_csv(study_dir / "summary.csv", index=False)
+    tests = study_tests(table, axes)
+    if len(tests):
+        tests.to_csv(study_dir / "tests.csv", index=False)
+    if drift:
+        from analysis.drift import study_drift
+        study_drift(study_dir, progress=progress, batch=batch, device=device)
+    if curve:
+        per_cell(cells, axes, lambda r: quality_curve(r, curve_n or n, metrics[:1] or ("fid",), extractor, batch,
+                                                      device), f"curve {study_dir.name}", progress
+                 ).to_csv(study_dir / "curve.csv", index=False)
+    uri = run_config(cells["run_dir"][0]).run.tracking_uri
+    parent = log_study(study_dir, summary, axes, max(i["step"] for i in infos), uri)
+    table.attrs["info"] = {"fid_extractor": infos[0]["fid_extractor"], "runs": infos, "summary": summary,
+                           "tests": tests, "axes": axes, "parent_run_id": parent}
+    return table
