@@ -1,0 +1,289 @@
+"""catlab.metrics: agreement with torch-fidelity and lpips, batch-size invariance, the reference cache,
+the offline notice, the domain extractor and lpips-domain. Offline and small: where the real weights
+would be a download, the tests use random weights saved to a temporary file."""
+from __future__ import annotations
+
+import lpips
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_fidelity import calculate_metrics
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+from catlab.errors import UserError
+from catlab.metrics import fidelity
+from catlab.metrics.extractor import NATIVE, WEIGHTS, DomainNet, load_domain_extractor, read_weights
+from catlab.metrics.fidelity import (DOMAIN_NAME, INCEPTION_FILE, DomainFeatureExtractor, UInt8Images,
+                                     count_name, fidelity_kwargs, protocol_name, quality)
+from catlab.metrics.lpips_distance import PERCEPTUAL, lpips_distance, normalize_channels
+
+TOL = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    """No real weights, no shared cache: TORCH_HOME is an empty temp dir; the notice is already shown."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("CATLAB_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.delenv("CATLAB_CACHE", raising=False)
+    monkeypatch.setattr(fidelity, "_NOTICE_SHOWN", True)
+
+
+def images(n, size, seed, smooth=False):
+    """uint8 (n, 3, size, size): white noise, or smooth noise (bilinear from a 4x coarser grid)."""
+    g = torch.Generator().manual_seed(seed)
+    if not smooth:
+        return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    x = torch.rand(n, 3, max(size // 4, 1), max(size // 4, 1), generator=g)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return (x * 255).round().to(torch.uint8)
+
+
+def pyramid_pair(n_fake=48, n_real=64, sizes=(4, 8, 16, 32)):
+    fake = [images(n_fake, s, 10 + k) for k, s in enumerate(sizes)]
+    real = [images(n_real, s, 20 + k, smooth=True) for k, s in enumerate(sizes)]
+    return fake, real
+
+
+# ---- the domain extractor -------------------------------------------------------------------------
+def test_domain_weights_are_small_and_accurate():
+    assert WEIGHTS.stat().st_size < 2e6
+    meta = read_weights()["meta"]
+    assert meta["dataset"] == "shapes" and meta["native"] == NATIVE
+    acc = meta["heldout_accuracy"]
+    assert acc["s4_32px"] > 0.97 and acc["s1_4px"] > 0.8, acc
+
+
+def test_domain_extractor_conventions():
+    net = load_domain_extractor()
+    u8 = images(4, 16, 0)
+    pool, logits = net(u8)
+    assert pool.shape == (4, 128) and logits.shape == (4, net.num_classes)
+    # uint8 and [-1, 1] floats are the same input; any size is resized bilinearly to 32
+    pool_f, _ = net(u8.float() / 127.5 - 1)
+    assert torch.equal(pool, pool_f)
+    up = F.interpolate(u8.float() / 127.5 - 1, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(net(up)[0], pool, atol=1e-6)
+    maps = net.layers(u8)
+    assert [tuple(m.shape[1:]) for m in maps] == [(32, 32, 32), (64, 16, 16), (128, 8, 8), (128, 4, 4)]
+
+
+def test_domain_extractor_classifies_shapes_at_every_scale():
+    from catlab.config import DataConfig
+    from catlab.data import build_dataset, resample, to_float
+    ds = build_dataset(DataConfig(n=300))
+    net = load_domain_extractor()
+    x = to_float(ds.images)
+    for size, floor in ((32, 0.97), (16, 0.95), (8, 0.9), (4, 0.75)):
+        acc = (net(resample(x, size))[1].argmax(1) == ds.labels).float().mean().item()
+        assert acc > floor, (size, acc)
+
+
+# ---- torch-fidelity agreement -----------------------------------------------------------------------
+def direct(fake, real, extractor, weights, metrics=("fid",), batch_size=64):
+    kw = fidelity_kwargs(metrics, extractor, weights, len(fake), len(real), batch_size, False, 2020, 1000, 10)
+    return calculate_metrics(input1=UInt8Images(fake), input2=UInt8Images(real), cache=False, **kw)
+
+
+def test_fid_equals_torch_fidelity_domain():
+    fake, real = pyramid_pair(sizes=(8, 32))
+    res = quality(fake, real, metrics=("fid",), extractor="domain")
+    assert res.info["fid_extractor"] == "domain" and set(res) == {"fid_domain_48_s1", "fid_domain_48_s2"}
+    for k in range(2):
+        ref = direct(fake[k], real[k], DOMAIN_NAME, WEIGHTS)["frechet_inception_distance"]
+        assert abs(res[f"fid_domain_48_s{k + 1}"] - ref) < TOL
+        assert ref > 1.0                                              # noise vs smooth noise: far apart
+
+
+@pytest.fixture(scope="module")
+def random_inception(tmp_path_factory):
+    """A state dict for torch-fidelity's inception-v3-compat with He-scaled random values."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+        mp.setattr("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {})
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for name, t in model.state_dict().items():
+        if t.dim() > 1:                                               # conv / fc weights
+            fan_in = t[0].numel()
+            state[name] = torch.randn(t.shape, generator=g) * (2.0 / fan_in) ** 0.5
+        elif name.endswith(("running_var", "bn.weight")):
+            state[name] = torch.ones_like(t)
+        elif t.is_floating_point():
+            state[name] = torch.zeros_like(t)
+        else:
+            state[name] = t.clone()
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(state, path)
+    return path
+
+
+def check_inception_fid(path, monkeypatch, n_fake, n_real, size):
+    monkeypatch.setenv("CATLAB_INCEPTION_WEIGHTS", str(path))
+    fake, real = images(n_fake, size, 1), images(n_real, size, 2, smooth=True)
+    res = quality([fake], [real], metrics=("fid",))                   # extractor="auto" finds the file
+    assert res.info["fid_extractor"] == "inception" and list(res) == [f"fid_inception_{n_fake}_s1"]
+    ref = direct(fake, real, "inception-v3-compat", path)["frechet_inception_distance"]
+    assert abs(res[f"fid_inception_{n_fake}_s1"] - ref) < TOL and ref > 1e-3
+
+
+def test_fid_equals_torch_fidelity_inception(random_inception, monkeypatch):
+    # FID on the 64-d Inception block: the whole path (weights file, resizing 8 -> 299, names) in seconds.
+    # The 2048-d protocol layer costs an eigendecomposition of a 2048 x 2048 matrix: see the slow test.
+    monkeypatch.setitem(fidelity.FEATURE_LAYERS, "inception-v3-compat", {"fid": "64"})
+    check_inception_fid(random_inception, monkeypatch, 10, 12, 8)
+
+
+@pytest.mark.slow
+def test_fid_equals_torch_fidelity_inception_2048(random_inception, monkeypatch):
+    check_inception_fid(random_inception, monkeypatch, 16, 16, 16)
+
+
+# ---- batch size, cache, notice, names ---------------------------------------------------------------
+def test_every_metric_is_batch_size_invariant():
+    fake, real = pyramid_pair(n_fake=40, n_real=50, sizes=(4, 16))
+    a = quality(fake, real, extractor="domain", batch_size=64)
+    b = quality(fake, real, extractor="domain", batch_size=7)
+    assert set(a) == set(b) and len(a) == 16                          # 8 numbers per scale
+    for k in a:
+        assert abs(a[k] - b[k]) < TOL, (k, a[k], b[k])
+    assert 0 < a["precision_domain_40_s2"] <= 1 and a["isc_domain_40_s1"] >= 1
+
+
+def test_reference_cache_is_used(tmp_path, monkeypatch):
+    fake, real = pyramid_pair(n_fake=30, n_real=40, sizes=(8, 16))
+    seen = []
+    forward = DomainFeatureExtractor.forward
+    monkeypatch.setattr(DomainFeatureExtractor, "forward", lambda self, x: seen.append(len(x)) or forward(self, x))
+    kw = dict(metrics=("fid", "kid"), extractor="domain", cache_key="test-area", cache_root=tmp_path / "c")
+    first = quality(fake, real, **kw)
+    assert sum(seen) == 2 * (30 + 40)                                 # fakes and reals, two scales
+    names = first.info["cache_names"]
+    assert all(name.startswith("catlab-v1-test-area-") and "-n40-" in name for name in names)
+    assert "-8px-" in names[0] and "-16px-" in names[1]
+    for name in names:
+        assert (tmp_path / "c" / f"{name}-{DOMAIN_NAME}-features-pool.pt").is_file()
+    seen.clear()
+    second = quality(fake, real, **kw)
+    assert sum(seen) == 2 * 30                                        # reals came from the cache
+    assert dict(second) == dict(first)
+    # other real images (or another count) are another cache entry
+    seen.clear()
+    quality(fake, [r[:35] for r in real], **kw)
+    assert sum(seen) == 2 * (30 + 35)
+
+
+def test_offline_notice_once_and_domain_fallback(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(fidelity, "_NOTICE_SHOWN", False)
+    fake, real = pyramid_pair(n_fake=12, n_real=12, sizes=(8,))
+    res = quality(fake, real, metrics=("fid",))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / INCEPTION_FILE) in err[0]
+    assert "CATLAB_INCEPTION_WEIGHTS" in err[0]
+    assert res.info["fid_extractor"] == "domain" and list(res) == ["fid_domain_12_s1"]
+    quality(fake, real, metrics=("fid",))
+    assert capsys.readouterr().err == ""                              # once per process
+    with pytest.raises(UserError, match=INCEPTION_FILE):
+        quality(fake, real, extractor="inception")
+    monkeypatch.setenv("CATLAB_INCEPTION_WEIGHTS", str(tmp_path / "nope.pth"))
+    with pytest.raises(UserError, match="CATLAB_INCEPTION_WEIGHTS"):
+        quality(fake, real)
+
+
+def test_metric_names_state_the_protocol():
+    assert count_name(5000) == "5k" and count_name(10000) == "10k"
+    assert count_name(512) == "512" and count_name(1500) == "1500"
+    assert protocol_name("fid", "domain", 5000, 4) == "fid_domain_5k_s4"
+    assert protocol_name("kid", "inception", 10000, 1) == "kid_inception_10k_s1"
+    fake, real = pyramid_pair(n_fake=20, n_real=20, sizes=(4,))
+    with pytest.raises(UserError, match="metrics"):
+        quality(fake, real, metrics=("fid", "ppl"))
+    with pytest.raises(UserError, match="real"):
+        quality(fake, [images(20, 8, 0)], extractor="domain")
+
+
+# ---- LPIPS ----------------------------------------------------------------------------------------
+def pair(b, size, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, size, size, generator=g) * 2 - 1, torch.rand(b, 3, size, size, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_lpips_random_trunk_matches_lpips_package(net):
+    torch.manual_seed(0)
+    d = lpips_distance(f"lpips-{net}", random_trunk=True)
+    torch.manual_seed(0)
+    ref = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
+    a, b = pair(3, 32, 1)
+    with torch.no_grad():
+        ours, theirs = d(a, b), ref(a, b).flatten()
+    assert ours.shape == (3,) and (ours - theirs).abs().max() < TOL and theirs.min() > 0
+
+
+def test_lpips_trunk_file_loading_and_upsampling(tmp_path):
+    torch.manual_seed(1)
+    ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+    state = {}                                                        # the trunk in torchvision's key format
+    for key, value in ref.net.state_dict().items():
+        _, idx, param = key.split(".")
+        state[f"features.{idx}.{param}"] = value
+    path = tmp_path / "alexnet-trunk.pth"
+    torch.save(state, path)
+    d = lpips_distance("lpips-alex", weights=path)
+    a, b = pair(2, 40, 2)
+    with torch.no_grad():
+        assert (d(a, b) - ref(a, b).flatten()).abs().max() < TOL
+        a16, b16 = pair(2, 16, 3)                                     # below alex's 32 px: upsampled first
+        up = lambda x: F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)  # noqa: E731
+        assert (d(a16, b16) - ref(up(a16), up(b16)).flatten()).abs().max() < TOL
+
+
+def test_lpips_missing_trunk_is_one_line_user_error(tmp_path):
+    with pytest.raises(UserError) as e:
+        lpips_distance("lpips-vgg")
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth") in msg
+    with pytest.raises(UserError, match="weights"):
+        lpips_distance("lpips-alex", weights=tmp_path / "missing.pth")
+    with pytest.raises(UserError, match="distance"):
+        lpips_distance("lpips-resnet")
+
+
+@pytest.mark.parametrize("name", ["lpips-alex", "lpips-domain"])
+def test_lpips_batch_size_invariance(name):
+    torch.manual_seed(0)
+    d = lpips_distance(name, random_trunk=True) if name != "lpips-domain" else lpips_distance(name)
+    a, b = pair(6, 32, 4)
+    with torch.no_grad():
+        whole = d(a, b)
+        parts = torch.cat([d(a[i:i + 2], b[i:i + 2]) for i in range(0, 6, 2)] + [])
+        singles = torch.cat([d(a[i:i + 1], b[i:i + 1]) for i in range(6)])
+    assert (whole - parts).abs().max() < TOL and (whole - singles).abs().max() < TOL
+
+
+def test_lpips_domain_is_a_distance_at_every_scale():
+    d = PERCEPTUAL["lpips-domain"]
+    for size in (4, 8, 16, 32):
+        a, b = pair(4, size, size)
+        with torch.no_grad():
+            assert torch.equal(d(a, a), torch.zeros(4))
+            ab, ba = d(a, b), d(b, a)
+        assert torch.equal(ab, ba) and ab.min() > 1e-3
+    # the formula, by hand: unit-normalised channels, squared difference summed over C, mean over space
+    net = load_domain_extractor()
+    a, b = pair(2, 16, 7)
+    expected = sum(((normalize_channels(fa) - normalize_channels(fb)) ** 2).sum(1).mean((1, 2))
+                   for fa, fb in zip(net.layers(a), net.layers(b)))
+    assert torch.allclose(d(a, b), expected, atol=1e-7)
+    assert torch.allclose(normalize_channels(net.layers(a)[1]), lpips.normalize_tensor(net.layers(a)[1]))
+
+
+def test_lpips_domain_gradients_reach_the_images_not_the_extractor():
+    a, b = pair(2, 8, 5)
+    a.requires_grad_(True)
+    PERCEPTUAL["lpips-domain"](a, b).sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in load_domain_extractor().parameters())
+    assert isinstance(load_domain_extractor(), DomainNet)
