@@ -1,0 +1,185 @@
+"""`make bench`: the trainer's speed, as ratios measured in one run (machines are noisy).
+
+Prints a table and writes bench/out/bench.json with:
+  - the median step time of `tiny` and `small`, consistency on and off (the real trainer, timed per step
+    through its step hook);
+  - trainer step / a bare forward-backward loop on the same model and batch (same losses, no EMA, no
+    stats, no regulariser on either side);
+  - MFU: the step's FLOPs (torch.utils.flop_counter) / step time, against the GEMM peak measured in this
+    run (a large square matmul), for fp32 and bf16;
+  - peak RSS.
+With --gpu (or on a machine with CUDA) it also times a B/2-shaped model in bf16 on the GPU.
+
+    python bench/bench.py [--steps 20] [--threads N] [--sizes tiny small] [--gpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from catlab.config import load_config
+from catlab.data import build_dataset, pyramid
+from catlab.losses import consistency, rpgan_d, rpgan_g
+from catlab.models import build_discriminator, build_generator
+from catlab.trainer import Hooks, train
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def gemm_peak(dtype: torch.dtype, device: str = "cpu", n: int = 1024, reps: int = 10) -> float:
+    """Achieved FLOP/s of an n x n x n matmul: the machine's practical GEMM peak for this dtype."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def trainer_steps(overrides: list[str], steps: int) -> list[float]:
+    """Per-step wall times of the real trainer (first 3 steps dropped as warm-up)."""
+    root = Path(tempfile.mkdtemp(prefix="catlab-bench-"))
+    cfg = load_config(["run.mlflow=false", "run.progress=false", f"run.root={root}", f"train.steps={steps + 3}",
+                       "train.ckpt_every=100000", "train.sample_every=100000", "train.log_every=100000",
+                       "data.n=2048"] + overrides)
+    stamps: list[float] = []
+    try:
+        train(cfg, Hooks(step_fn=lambda step, state: stamps.append(time.perf_counter())))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return [b - a for a, b in zip(stamps, stamps[1:])][2:]
+
+
+def bare_loop(overrides: list[str], steps: int, device: str = "cpu", dtype=None):
+    """The same D and G updates written plainly: returns (per-step times, FLOPs of one step)."""
+    cfg = load_config(overrides)
+    data = build_dataset(cfg.data)
+    G = build_generator(cfg.model, data.num_classes, cfg.data.resolution).to(device)
+    D = build_discriminator(cfg.model, data.num_classes, cfg.data.resolution).to(device)
+    opt_g = torch.optim.AdamW(G.parameters(), lr=1e-4, betas=(0.0, 0.99), weight_decay=0.0)
+    opt_d = torch.optim.AdamW(D.parameters(), lr=1e-4, betas=(0.0, 0.99), weight_decay=0.0)
+    b = cfg.train.batch
+    real = data.images[:b].to(device).float() / 127.5 - 1
+    y = data.labels[:b].to(device)
+    amp = (lambda: torch.autocast(device, dtype=dtype)) if dtype else (lambda: torch.autocast(device, enabled=False))
+
+    def step():
+        reals = pyramid(real, G.scales)
+        with amp():
+            with torch.no_grad():
+                fake = G(torch.randn(b, G.z_dim, device=device), y)
+            logits = D([torch.cat([r, f]) for r, f in zip(reals, fake)], torch.cat([y, y])).float()
+        lr, lf = logits.chunk(2)
+        opt_d.zero_grad(set_to_none=True)
+        rpgan_d(lr, lf).mean().backward()
+        opt_d.step()
+        with amp():
+            scaled, full = G(torch.randn(b, G.z_dim, device=device), y, full=True)
+            with torch.no_grad():
+                lr = D(reals, y).float()
+            loss = rpgan_g(lr, D(scaled, y).float()).mean()
+        cons, _ = consistency([x.float() for x in full], [x.float() for x in scaled], cfg.loss.consistency, 1)
+        opt_g.zero_grad(set_to_none=True)
+        (loss + cons).backward()
+        opt_g.step()
+
+    for _ in range(3):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return times, counter.get_total_flops()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--sizes", nargs="+", default=["tiny", "small"])
+    p.add_argument("--gpu", action="store_true", help="also run the GPU section (needs CUDA)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    res = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {args.threads} threads, "
+           f"torch {torch.__version__}", "steps": args.steps, "rows": []}
+    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    res["gemm_peak_gflops"] = {k: v / 1e9 for k, v in peaks.items()}
+    for size in args.sizes:
+        row = {"size": size}
+        base = [f"model.size={size}", "loss.reg.kind=none"]
+        on = statistics.median(trainer_steps(base, args.steps))
+        off = statistics.median(trainer_steps(base + ["loss.consistency.weight=0"], args.steps))
+        bare_times, flops = bare_loop(base, args.steps)
+        bare = statistics.median(bare_times)
+        with_reg = statistics.median(trainer_steps([f"model.size={size}"], args.steps))
+        bf16_times, _ = bare_loop(base, max(5, args.steps // 2), dtype=torch.bfloat16)
+        row.update(step_s=on, step_cons_off_s=off, step_with_reg_s=with_reg, bare_s=bare,
+                   trainer_over_bare=on / bare, cons_on_over_off=on / off, step_gflop=flops / 1e9,
+                   mfu_fp32=flops / bare / peaks["fp32"], mfu_bf16=flops / statistics.median(bf16_times) / peaks["bf16"])
+        res["rows"].append(row)
+    if args.gpu or torch.cuda.is_available():
+        res["gpu"] = gpu_section(args.steps)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    OUT.mkdir(exist_ok=True)
+    (OUT / "bench.json").write_text(json.dumps(res, indent=2) + "\n")
+    print_table(res)
+
+
+def gpu_section(steps: int) -> dict:
+    """A B/2-shaped model (depth 12, width 768, 256 tokens) in bf16 with TF32 on: MFU vs the bf16 GEMM peak."""
+    if not torch.cuda.is_available():
+        return {"error": "no CUDA device"}
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    peak = gemm_peak(torch.bfloat16, "cuda", n=8192, reps=20)
+    overrides = ["model.size=B", "model.patch=2", "train.batch=64", "data.n=256"]
+    times, flops = bare_loop(overrides, steps, device="cuda", dtype=torch.bfloat16)
+    step = statistics.median(times)
+    return {"device": torch.cuda.get_device_name(), "model": "B/2 (G and D), 32 px, batch 64",
+            "gemm_peak_tflops_bf16": peak / 1e12, "step_s": step, "step_tflop": flops / 1e12,
+            "mfu_bf16": flops / step / peak}
+
+
+def print_table(res: dict) -> None:
+    print(f"catlab bench  {res['date']}  {res['machine']}")
+    print(f"GEMM peak: fp32 {res['gemm_peak_gflops']['fp32']:.1f} GFLOP/s, bf16 {res['gemm_peak_gflops']['bf16']:.1f} GFLOP/s")
+    head = f"{'size':6s} {'step s':>8s} {'cons off s':>10s} {'+reg s':>8s} {'bare s':>8s} {'trainer/bare':>12s} " \
+           f"{'cons on/off':>11s} {'GFLOP':>7s} {'MFU fp32':>8s} {'MFU bf16':>8s}"
+    print(head)
+    for r in res["rows"]:
+        print(f"{r['size']:6s} {r['step_s']:8.3f} {r['step_cons_off_s']:10.3f} {r['step_with_reg_s']:8.3f} "
+              f"{r['bare_s']:8.3f} {r['trainer_over_bare']:12.3f} {r['cons_on_over_off']:11.3f} "
+              f"{r['step_gflop']:7.2f} {r['mfu_fp32']:8.1%} {r['mfu_bf16']:8.1%}")
+    if "gpu" in res:
+        print("GPU:", json.dumps(res["gpu"]))
+    print(f"peak RSS {res['peak_rss_mb']:.0f} MB  -> {OUT / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()
