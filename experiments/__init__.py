@@ -1,0 +1,72 @@
+"""The study registry: one file per study, each declaring a `Study` (its grid, profiles and search space).
+
+    from experiments import STUDIES
+    study = STUDIES["ablation-consistency"]
+    study.axes      # {"consistency": {"on": {...overrides}, "off": {...}}}; cells = product(axes) x seeds
+
+A cell's config is defaults + base + profile + arm overrides + {"seed": seed} + user overrides, with
+run.root = studies/<study>/runs (see experiments/runner.py, which runs a study: `catlab ablate STUDY`).
+Study files import nothing heavy: no torch, no optuna (the search space gets its `trial` passed in).
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str                     # "ablation-consistency"
+    summary: str                  # one line
+    base: dict                    # overrides for every profile, e.g. {"train.steps": 400}
+    profiles: dict                # {"cpu": {...overrides}, "gpu": {...overrides}}; the first is the default
+    axes: dict                    # axis -> {value label -> overrides}; cells = product(axes) x seeds
+    seeds: int = 3
+    space: Callable | None = None  # Optuna search space: space(trial) -> overrides dict
+    doc: str = ""                 # the module docstring: command, expected wall time, expected outcome
+
+    def __post_init__(self):
+        if not self.axes or any(not labels for labels in self.axes.values()):
+            raise ValueError(f"study {self.name!r} needs at least one axis with at least one value")
+        if self.seeds < 1:
+            raise ValueError(f"study {self.name!r} needs seeds >= 1, got {self.seeds}")
+
+    def arms(self) -> list[dict[str, str]]:
+        """Every combination of axis labels, in declaration order: [{"consistency": "on"}, ...]."""
+        names = list(self.axes)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[a] for a in names))]
+
+    def arm_overrides(self, arm: dict[str, str]) -> dict:
+        out: dict = {}
+        for axis, label in arm.items():
+            out.update(self.axes[axis][label])
+        return out
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register(study: Study) -> Study:
+    """Add a study under its name; a name can be registered once."""
+    if study.name in STUDIES:
+        raise ValueError(f"study {study.name!r} is already registered")
+    STUDIES[study.name] = study
+    return study
+
+
+# One module per study; each defines STUDY. Module names are the study names with '_' for '-'.
+MODULES = (
+    "ablation_consistency",
+    "ablation_scale_weights",
+    "ablation_consistency_stage_weights",
+    "ablation_consistency_weight",
+    "ablation_anchor",
+    "ablation_distance",
+    "ablation_discriminator",
+    "ablation_model_size",
+)
+
+for _module in MODULES:
+    register(importlib.import_module(f"experiments.{_module}").STUDY)

@@ -1,0 +1,66 @@
+"""What studies share: the two profiles, the consistency on/off arms, and search-space building blocks.
+
+Profiles
+  cpu (the default): the embedded `shapes` data and the `tiny` model, at the config's default steps
+      (train.steps), so a laptop finishes a 3-seed, 2-arm study in well under an hour.
+  gpu: CIFAR-10 (downloaded once with data.download=true; or pass data.name=imagefolder:PATH), the `S`
+      model with GAT's lr rule (2e-4 * 768 / width), bf16, EMA 0.999, batch 128 and 20k steps.
+
+The "on" arm of every consistency axis uses the config default (catlab.config.ConsistencyConfig.weight),
+so calibrating lambda for the CPU profile changes one place.
+
+Search spaces get an Optuna `trial` passed in (optuna is never imported here). Parameter names are the
+config keys, so `space(trial)` returns overrides directly.
+"""
+from __future__ import annotations
+
+from catlab.config import STAGE_WEIGHT_PRESETS, ConsistencyConfig
+
+# ---- profiles -----------------------------------------------------------------------------------
+CPU = {"data.name": "shapes", "model.size": "tiny"}
+GPU = {
+    "data.name": "cifar10", "data.download": True, "data.n": 0,
+    "model.size": "S",
+    "train.device": "cuda", "train.precision": "bf16",
+    "train.steps": 20000, "train.batch": 128,
+    "train.width_lr": True, "train.lr_g": 2e-4, "train.lr_d": 2e-4, "train.ema": 0.999,
+    "train.log_every": 50, "train.ckpt_every": 2000, "train.sample_every": 2000,
+}
+
+
+def profiles(cpu: dict | None = None, gpu: dict | None = None) -> dict:
+    """{"cpu": CPU + cpu, "gpu": GPU + gpu}: the shared profiles with a study's own additions."""
+    return {"cpu": {**CPU, **(cpu or {})}, "gpu": {**GPU, **(gpu or {})}}
+
+
+# ---- arms ---------------------------------------------------------------------------------------
+DEFAULT_WEIGHT = ConsistencyConfig.weight     # lambda of the "on" arms: the config default
+ON = {"loss.consistency.weight": DEFAULT_WEIGHT}
+OFF = {"loss.consistency.weight": 0.0}
+CONSISTENCY = {"on": ON, "off": OFF}
+
+
+# ---- search-space building blocks: each returns overrides ------------------------------------------
+def lam(trial, low: float = 1e-3, high: float = 10.0) -> dict:
+    """lambda_cons, log-uniform (the paper's 0.1 sits inside; 0 is the off arm, not a search point)."""
+    return {"loss.consistency.weight": trial.suggest_float("loss.consistency.weight", low, high, log=True)}
+
+
+def stage_weights(trial) -> dict:
+    key = "loss.consistency.stage_weights"
+    return {key: trial.suggest_categorical(key, list(STAGE_WEIGHT_PRESETS))}
+
+
+def lrs(trial, low: float = 1e-4, high: float = 3e-3) -> dict:
+    return {k: trial.suggest_float(k, low, high, log=True) for k in ("train.lr_g", "train.lr_d")}
+
+
+def gamma(trial, low: float = 1e-3, high: float = 10.0) -> dict:
+    return {"loss.reg.gamma": trial.suggest_float("loss.reg.gamma", low, high, log=True)}
+
+
+def anchor(trial) -> dict:
+    return {"loss.consistency.detach_anchor":
+            trial.suggest_categorical("loss.consistency.detach_anchor", [False, True]),
+            "loss.consistency.compare_at":
+            trial.suggest_categorical("loss.consistency.compare_at", ["full", "own-scale"])}
