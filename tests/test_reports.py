@@ -1,0 +1,237 @@
+"""Reports: a real (tiny) study output in, an HTML report with valid PNGs, Type-42 PDFs and marked tables out.
+
+The study output is built from real runs: 2 arms (consistency on / off) x 2 seeds, trained for 3 steps each,
+then the contract's tables computed with analysis.misalignment and analysis.stats (table, summary, tests),
+drift between EMA snapshots and a Frechet distance on pooled pixels per scale for curve.csv / quality.
+"""
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FAST
+
+STUDY = "tiny-consistency"          # not in the registry: reports must work from the files alone
+ARMS = {"on": 1.0, "off": 0.0}
+SEEDS = (0, 1)
+TINY = FAST + ["data.resolution=16", "model.stages=3", "train.steps=3", "train.ckpt_every=1",
+               "run.experiment=tiny-consistency"]
+N_EVAL = 32
+
+
+# ---- building a real study output ------------------------------------------------------------------------
+def _frechet_pool(x: torch.Tensor, real: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to 2x2-average-pooled pixels (float64, scipy sqrtm)."""
+    import numpy as np
+    from scipy import linalg
+    f = [torch.nn.functional.adaptive_avg_pool2d(t.double(), 2).flatten(1).numpy() for t in (x, real)]
+    mu = [a.mean(0) for a in f]
+    cov = [np.cov(a, rowvar=False) for a in f]
+    root = linalg.sqrtm(cov[0] @ cov[1]).real
+    return float(((mu[0] - mu[1]) ** 2).sum() + np.trace(cov[0] + cov[1] - 2 * root))
+
+
+def _stages(run_dir: Path, snapshot=None):
+    from catlab.checkpoint import load_generator, safe_load
+    G, cfg = load_generator(run_dir, snapshot=snapshot)
+    ev = safe_load(run_dir / "eval_set.pt")
+    with torch.no_grad():
+        return G(ev["z"][:N_EVAL], ev["y"][:N_EVAL]), cfg
+
+
+def build_study(root: Path) -> Path:
+    """studies/<STUDY>/ in the contract's format, from 4 real runs."""
+    from analysis.misalignment import cross_scale_metrics, metrics_frame
+    from analysis.stats import paired_tests, summarize
+    from catlab.checkpoint import snapshots
+    from catlab.config import load_config
+    from catlab.data import build_dataset, pyramid, to_float
+    from catlab.tracking import MLflow
+    from catlab.trainer import train
+
+    sdir = root / "studies" / STUDY
+    parent = MLflow().create_run(STUDY, STUDY, tags={"study": STUDY})
+    cells, table, drift, curve = [], [], [], []
+    real = None
+    for arm, lam in ARMS.items():
+        for seed in SEEDS:
+            cfg = load_config(TINY + [f"loss.consistency.weight={lam}", f"seed={seed}",
+                                      f"run.root={sdir / 'runs'}"])
+            res = train(cfg, parent_run_id=parent, tags={"study": STUDY, "cell": f"consistency={arm},seed={seed}"})
+            labels = {"cell": f"consistency={arm},seed={seed}", "seed": seed, "consistency": arm}
+            cells.append({**labels, "run_dir": str(res.run_dir.resolve()), "status": res.status, "reason": "",
+                          "config_hash": cfg.hash(), "mlflow_run_id": res.mlflow_run_id})
+            if real is None:
+                data = build_dataset(cfg.data)
+                real = pyramid(to_float(data.images[:N_EVAL]), [4, 8, 16])
+            stages, _ = _stages(res.run_dir)
+            frame = metrics_frame(cross_scale_metrics(stages, "l2"), **labels)
+            frame["metric"] = frame["metric"] + "_l2"
+            table.append(frame)
+            table += [pd.DataFrame([{**labels, "metric": "fid_pool2_32", "stage": k + 1,
+                                     "value": _frechet_pool(x, real[k])} for k, x in enumerate(stages)])]
+            prev = None
+            for step, snap in snapshots(res.run_dir):
+                now, _ = _stages(res.run_dir, snap)
+                for k, x in enumerate(now):
+                    curve.append({**labels, "step": step, "images_seen": step * cfg.train.batch,
+                                  "metric": "fid_pool2_32", "stage": k + 1, "value": _frechet_pool(x, real[k])})
+                    if prev is not None:
+                        drift.append({**labels, "step": step, "stage": k + 1,
+                                      "drift": float((x - prev[k]).pow(2).mean())})
+                prev = now
+    table = pd.concat(table, ignore_index=True)[["cell", "seed", "consistency", "metric", "stage", "value"]]
+    sdir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(cells).to_csv(sdir / "cells.csv", index=False)
+    table.to_csv(sdir / "table.csv", index=False)
+    summarize(table, by=["consistency", "metric", "stage"]).to_csv(sdir / "summary.csv", index=False)
+    paired_tests(table, "consistency", a="on", b="off", by=["metric", "stage"]).to_csv(sdir / "tests.csv",
+                                                                                       index=False)
+    pd.DataFrame(drift).to_csv(sdir / "drift.csv", index=False)
+    pd.DataFrame(curve).to_csv(sdir / "curve.csv", index=False)
+    (sdir / "study.json").write_text(json.dumps({
+        "study": STUDY, "profile": "cpu", "overrides": [], "command": f"catlab ablate {STUDY} --profile cpu",
+        "parent_run_id": parent, "cells": [c["cell"] for c in cells]}))
+    return sdir
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """(root, studies/<STUDY>) built once for the module; cwd and MLflow point into a fresh folder."""
+    root = tmp_path_factory.mktemp("reports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        sdir = build_study(root)
+        yield root, sdir
+
+
+@pytest.fixture(scope="module")
+def built(study):
+    from reports.build import report
+    root, sdir = study
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        assert report(STUDY, strict=True) == 0
+    return root / "reports" / "out" / STUDY
+
+
+# ---- the end-to-end report ----------------------------------------------------------------------------
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.links, self.tags = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a["src"])
+        if tag == "a":
+            self.links.append(a["href"])
+
+
+def test_html_parses_and_every_image_is_a_valid_png(built):
+    text = (built / "index.html").read_text()
+    p = _Collect()
+    p.feed(text)
+    p.close()
+    assert {"html", "table", "img"} <= set(p.tags)
+    assert {"fig4.png", "fig5.png", "fig8.png", "drift.png"} <= set(p.imgs)
+    for src in p.imgs + [h for h in p.links if h.endswith((".pdf", ".md", ".tex"))]:
+        assert (built / src).is_file(), src
+    for src in p.imgs:
+        with Image.open(built / src) as im:
+            im.verify()
+            assert im.format == "PNG"
+    # single-axis consistency study: no model-size, discriminator, sweep or heatmap figure
+    assert not any((built / f"{n}.png").exists() for n in ("fig6", "fig7", "sweep", "heatmap"))
+    # the config, the commands and the MLflow run ids (parent and every cell) are in the page
+    cells = pd.read_csv(built.parents[2] / "studies" / STUDY / "cells.csv")
+    meta = json.loads((built.parents[2] / "studies" / STUDY / "study.json").read_text())
+    for rid in [meta["parent_run_id"], *cells["mlflow_run_id"]]:
+        assert rid in text
+    assert f"catlab ablate {STUDY} --profile cpu" in text and f"catlab report {STUDY}" in text
+    assert text.count("FINISHED") >= 2 * len(cells)      # cells.csv status and the MLflow status
+
+
+def test_pdfs_embed_no_type3_fonts(built):
+    pdfs = sorted(built.glob("*.pdf"))
+    assert {p.stem for p in pdfs} >= {"fig4", "fig5", "fig8", "drift"}
+    for pdf in pdfs:
+        data = pdf.read_bytes()
+        assert b"/Type3" not in data and b"/Subtype /Type3" not in data, pdf.name
+        assert b"/TrueType" in data or b"/CIDFontType2" in data, pdf.name     # Type 42 fonts are embedded
+
+
+def test_tables_have_bold_best_and_are_consistent_with_tests(built, study):
+    _, sdir = study
+    md = (built / "table-diagnostics.md").read_text()
+    tex = (built / "table-diagnostics.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex and "\\textbf{" in tex
+    summ = pd.read_csv(sdir / "summary.csv")
+    rows = [ln for ln in md.splitlines() if ln.startswith("| discrepancy")]
+    assert len(rows) == summ[summ.metric == "discrepancy_l2"].shape[0] // 2 == 2     # K - 1 stages
+    for ln, stage in zip(rows, (1, 2)):
+        s = summ[(summ.metric == "discrepancy_l2") & (summ.stage == stage)].set_index("consistency")["mean"]
+        on, off = [c.strip() for c in ln.strip("|").split("|")[2:4]]
+        assert on.startswith("**") == (s["on"] <= s["off"]) and off.startswith("**") == (s["off"] <= s["on"])
+    sig = pd.read_csv(sdir / "tests.csv")
+    assert ("\u2020" in md + (built / "table-quality.md").read_text()) == bool((sig.p_ttest < 0.05).any())
+
+
+def test_skips_with_a_note_when_a_table_is_missing(study, tmp_path, monkeypatch, capsys):
+    import shutil
+    from reports.build import report
+    root, sdir = study
+    copy = tmp_path / "studies" / STUDY
+    shutil.copytree(sdir, copy, ignore=shutil.ignore_patterns("runs"))
+    (copy / "curve.csv").unlink()
+    (copy / "summary.csv").unlink()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    assert report(STUDY, figures_only=True) == 0
+    out = tmp_path / "reports" / "out" / STUDY
+    assert (out / "fig4.png").exists() and not (out / "fig5.png").exists() and not (out / "index.html").exists()
+    err = capsys.readouterr().err
+    assert "fig5 skipped: curve.csv is missing" in err and "recomputed from table.csv" in err
+    assert "fig8 skipped" in err          # run dirs were not copied: no generator, no picture
+
+
+def test_unknown_or_empty_study_names_the_command_to_run(tmp_path, monkeypatch):
+    from catlab.errors import UserError
+    from reports.build import report
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"catlab (ablate|list studies)"):
+        report("no-such-study")
+    (tmp_path / "studies" / "half").mkdir(parents=True)
+    (tmp_path / "studies" / "half" / "study.json").write_text("{}")
+    with pytest.raises(UserError, match="run `catlab analyze half` first"):
+        report("half")
+
+
+# ---- tables: bold and dagger, pinned on a small summary --------------------------------------------------
+def test_table_marks_pinned():
+    from reports.tables import build_tables
+    summ = pd.DataFrame([
+        ("c=on", "discrepancy_l2", 1, 3, 0.10, 0.01, 0.09, 0.11, "t"),
+        ("c=off", "discrepancy_l2", 1, 3, 0.20, 0.01, 0.19, 0.21, "t"),
+        ("c=on", "direction_l2", 1, 3, 0.30, 0.01, 0.20, 0.40, "t"),
+        ("c=off", "direction_l2", 1, 3, 0.50, 0.01, 0.40, 0.60, "t"),
+        ("c=on", "fid_x", 2, 3, 7.0, 1.0, 6.0, 8.0, "t"),
+        ("c=off", "fid_x", 2, 3, 7.0, 1.0, 5.0, 9.0, "t")],
+        columns=["arm", "metric", "stage", "n", "mean", "std", "ci_low", "ci_high", "method"])
+    tabs = build_tables(summ, ["c=on", "c=off"], {("c=on", "discrepancy_l2", 1)})
+    md = tabs["diagnostics"].markdown().splitlines()
+    assert "| discrepancy (L2) \u2193 | 1 | **0.100 ± 0.010**\u2020 | 0.200 ± 0.010 |" in md
+    assert "| direction (L2) \u2191 | 1 | 0.30 ± 0.10 | **0.50 ± 0.10** |" in md
+    assert "| FID (x) \u2193 | 2 | **7.0 ± 1.0** | **7.0 ± 2.0** |" in tabs["quality"].markdown()   # a tie
+    tex = tabs["diagnostics"].latex()
+    assert "\\textbf{0.100 $\\pm$ 0.010}$^\\dagger$ & 0.200 $\\pm$ 0.010" in tex
+    assert math.isclose(tabs["diagnostics"].rows[0][2]["c=on"].half, 0.01)
