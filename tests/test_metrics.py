@@ -18,6 +18,7 @@ from catlab.metrics.fidelity import (DOMAIN_NAME, INCEPTION_FILE, DomainFeatureE
 from catlab.metrics.lpips_distance import PERCEPTUAL, lpips_distance, normalize_channels
 
 TOL = 1e-6
+pytestmark = pytest.mark.filterwarnings("ignore:.*(pretrained|weights).*:UserWarning")  # torchvision, via lpips
 
 
 @pytest.fixture(autouse=True)

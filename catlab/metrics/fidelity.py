@@ -37,7 +37,6 @@ import torch
 from torch.utils.data import Dataset
 from torch_fidelity import calculate_metrics
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.helpers import text_to_dtype
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from catlab.errors import UserError
@@ -59,13 +58,20 @@ class DomainFeatureExtractor(FeatureExtractorBase):
     """torch-fidelity adapter of the domain CNN: uint8 (B, 3, H, W) in; features "pool" and "logits" out.
 
     feature_extractor_weights_path: a domain_extractor.pt (default: the packaged one).
-    feature_extractor_internal_dtype: "float32" (default) or "float64".
+    feature_extractor_internal_dtype: "float64" (default) or "float32". Features come out in this dtype.
+        float64 makes every metric independent of the batch size (float32 convolutions round differently
+        for some batch sizes, e.g. a last batch of 1, which moves FID by ~1e-6); the network is small.
     """
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None,
                  feature_extractor_internal_dtype=None, **kwargs):
         super().__init__(name, features_list)
-        self.dtype = text_to_dtype(feature_extractor_internal_dtype, "float32")
+        # (not torch-fidelity's text_to_dtype: in 0.4.0 it maps "float64" to torch.float32)
+        dtypes = {None: torch.float64, "float64": torch.float64, "float32": torch.float32}
+        if feature_extractor_internal_dtype not in dtypes:
+            raise ValueError(f"feature_extractor_internal_dtype must be float32 or float64, "
+                             f"got {feature_extractor_internal_dtype!r}")
+        self.dtype = dtypes[feature_extractor_internal_dtype]
         # a private copy: torch-fidelity moves and casts it
         shared = load_domain_extractor(feature_extractor_weights_path)
         self.net = type(shared)(shared.num_classes, shared.widths)
@@ -92,7 +98,7 @@ class DomainFeatureExtractor(FeatureExtractorBase):
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected uint8 (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
         pool, logits = self.net(x.to(self.dtype) / 127.5 - 1.0)
-        feats = {"pool": pool.float(), "logits": logits.float()}
+        feats = {"pool": pool, "logits": logits}
         return tuple(feats[k] for k in self.features_list)
 
 
