@@ -11,6 +11,9 @@ weights file (Inception from catlab.metrics, AlexNet from here), naming where to
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +27,7 @@ DISTANCES = ("l2", "l1", "lpips-domain", "lpips-alex", "lpips-vgg", "lpips-squee
 PROFILES = {"cpu": {"n": 1000, "batch": 256, "device": "cpu"},
             "gpu": {"n": 10000, "batch": 1024, "device": "cuda"}}
 STUDY_ROOT = Path("studies")
+CELL_COLUMNS = ("cell", "seed", "run_dir", "status", "reason", "config_hash", "mlflow_run_id")
 
 
 # ---- choices ------------------------------------------------------------------------------------------
@@ -77,6 +81,78 @@ def resolve_target(target: str) -> tuple[str, Path]:
         return "study", study_dir
     names = ", ".join(known) or "none registered"
     raise UserError(f"target must be a run dir (with config.json) or a study ({names}), but got target={target!r}")
+
+
+# ---- studies: cells.csv in, per-cell tables, tests, the parent MLflow run --------------------------------
+def _locate(study_dir: Path, p: str) -> Path:
+    for cand in (Path(p), study_dir / p, study_dir / "runs" / Path(p).name):
+        if (cand / "config.json").exists():
+            return cand
+    return Path(p)
+
+
+def read_cells(study_dir) -> tuple[pd.DataFrame, list[str]]:
+    """The FINISHED cells of a study (cells.csv; run_dir resolved, seed int) and its axis columns."""
+    study_dir = Path(study_dir)
+    path = study_dir / "cells.csv"
+    if not path.exists():
+        raise UserError(f"study dir must hold cells.csv (run `catlab ablate` first), but got {study_dir}")
+    cells = pd.read_csv(path, dtype=str, keep_default_na=False)
+    axes = [c for c in cells.columns if c not in CELL_COLUMNS]
+    cells = cells[cells["status"] == "FINISHED"].copy()
+    if cells.empty:
+        raise UserError(f"{path} must list FINISHED cells, but got none (status column)")
+    cells["seed"] = cells["seed"].astype(int)
+    cells["run_dir"] = [str(_locate(study_dir, p)) for p in cells["run_dir"]]
+    return cells.reset_index(drop=True), axes
+
+
+def per_cell(cells: pd.DataFrame, axes: list[str], fn, desc: str, progress: bool = True) -> pd.DataFrame:
+    """fn(run_dir) -> DataFrame for every cell, labelled with cell, seed and the axis columns, concatenated."""
+    from tqdm.auto import tqdm
+    frames = []
+    for row in tqdm(cells.to_dict("records"), desc=desc, unit="run", disable=not progress, dynamic_ncols=True):
+        df = fn(Path(row["run_dir"]))
+        labels = {"cell": row["cell"], "seed": row["seed"], **{a: row[a] for a in axes}}
+        frames.append(df.assign(**labels)[[*labels, *df.columns]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def study_tests(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Paired tests (by seed) between the two labels of every 2-valued axis, per metric x stage."""
+    from analysis.stats import paired_tests
+    out = []
+    for axis in axes:
+        if table[axis].nunique() != 2:
+            continue
+        others = [a for a in axes if a != axis]
+        res = paired_tests(table, axis, pair_col="seed", by=[*others, "metric", "stage"])
+        out.append(res.assign(axis=axis)[["axis", *res.columns]])
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def _mlflow_name(s: str) -> str:
+    return re.sub(r"[^/\w.\- ]", "_", s.replace("=", "-").replace(",", "/"))
+
+
+def log_study(study_dir: Path, summary: pd.DataFrame, axes: list[str], step: int, uri: str = "") -> str | None:
+    """Summary means to the study's parent MLflow run (<arm>/<metric>_s<stage>) and the CSVs as artifacts."""
+    from catlab.tracking import MLflow
+    meta = study_dir / "study.json"
+    run_id = json.loads(meta.read_text()).get("parent_run_id") if meta.is_file() else None
+    if not run_id:
+        return None
+    client = MLflow(uri)
+    rows = []
+    for r in summary.to_dict("records"):
+        arm = ",".join(f"{a}={r[a]}" for a in axes) or "all"
+        if math.isfinite(r["mean"]):
+            rows.append((_mlflow_name(f"{arm}/{r['metric']}_s{r['stage']}"), float(r["mean"]), step))
+    client.log_metrics(run_id, rows)
+    for name in ("table.csv", "summary.csv", "tests.csv", "drift.csv", "curve.csv"):
+        if (study_dir / name).exists():
+            client.log_artifact(run_id, study_dir / name, "analysis")
+    return run_id
 
 
 # ---- printing -----------------------------------------------------------------------------------------

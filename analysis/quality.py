@@ -10,8 +10,11 @@ more drawn from a generator seeded by the run seed), so two arms with the same s
 Quality: stage k's n samples against n real images (a fixed subset of the dataset, the same for every run)
 resampled to s_k with the run's resampler, through catlab.metrics' quality(). Reference statistics are
 cached by torch-fidelity (input2_cache_name); the real subset itself is cached beside them, so a second
-evaluation builds no dataset and extracts no real features.
+evaluation builds no dataset and extracts no real features (the fakes and diagnostics are still computed).
 Diagnostics: analysis.misalignment.cross_scale_metrics per distance on the same samples.
+Results: each run's table is kept in <run_dir>/analysis/<kind>-<key>.json, keyed by everything that
+changes it (checkpoint size and mtime, n, metrics, distances, extractor weights digests); evaluating an
+unchanged run again reads it back (reuse=False recomputes, still with the cached reference statistics).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from catlab.errors import UserError
 
 EVAL_N = 256                      # the size of a run's eval_set.pt
 REAL_SEED = 0                     # the real subset: one per dataset and n, shared by every run and seed
-CELL_COLUMNS = ("cell", "seed", "run_dir", "status", "reason", "config_hash", "mlflow_run_id")
+MEMO_VERSION = 1                  # bump when a change in analysis changes results
 _REAL: dict[str, list[torch.Tensor]] = {}   # in-process memo of real pyramids (a study builds its data once)
 
 
@@ -147,6 +150,41 @@ def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto") ->
     return rows, dict(res.info)
 
 
+def fingerprint(path: Path) -> list:
+    st = Path(path).stat()
+    return [Path(path).name, st.st_size, st.st_mtime_ns]
+
+
+def extractor_id(extractor: str = "auto", metrics=("fid",)) -> dict:
+    """What the numbers depend on beyond the checkpoint: the resolved FID extractor and the domain CNN."""
+    from catlab.metrics.extractor import WEIGHTS, file_digest
+    out = {"domain": file_digest(WEIGHTS) if WEIGHTS.is_file() else None}
+    if metrics:
+        from catlab.metrics.fidelity import resolve_extractor
+        short, _, weights = resolve_extractor(extractor)
+        out["fid"] = f"{short}-{file_digest(weights)}"
+    return out
+
+
+def memo(run_dir: Path, kind: str, spec: dict, compute, reuse: bool = True) -> pd.DataFrame:
+    """compute() -> DataFrame, kept in <run_dir>/analysis/<kind>-<key>.json and read back while spec holds."""
+    key = hashlib.sha256(json.dumps([MEMO_VERSION, kind, spec], sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(run_dir) / "analysis" / f"{kind}-{key[:12]}.json"
+    if reuse and path.is_file():
+        saved = json.loads(path.read_text())
+        df = pd.DataFrame(saved["rows"], columns=saved["columns"])
+        df.attrs["info"] = {**saved["info"], "reused": True}
+        return df
+    df = compute()
+    df.attrs.setdefault("info", {})["reused"] = False
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"spec": spec, "columns": list(df.columns), "rows": df.values.tolist(),
+                               "info": df.attrs["info"]}, default=str))
+    tmp.replace(path)
+    return df
+
+
 def _cache_files() -> set[str]:
     root = cache_root()
     return set(os.listdir(root)) if root.is_dir() else set()
@@ -165,133 +203,80 @@ def log_run_metrics(run_dir: Path, cfg, df: pd.DataFrame, step: int) -> str | No
 
 # ---- one run ------------------------------------------------------------------------------------------
 def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
-                 extractor: str = "auto", batch: int = 256, device: str = "cpu", log: bool = True) -> pd.DataFrame:
+                 extractor: str = "auto", batch: int = 256, device: str = "cpu", log: bool = True,
+                 reuse: bool = True) -> pd.DataFrame:
     """Per-scale quality and the three diagnostics of a run's EMA generator: tidy (metric, stage, value).
 
     metrics: subset of catlab.metrics' fid, kid, prc, isc (() skips quality); names like fid_domain_1k,
         stage = scale 1..K. distances: names for the diagnostics (discrepancy_l2, rewrite_lpips-domain,
-        direction_l2 ...; stage 1..K-1). df.attrs["info"]: step, n, fid_extractor, cache_hits, ...
-    log: also send the rows to the run's MLflow run at the run's final step.
+        direction_l2 ...; stage 1..K-1). df.attrs["info"]: step, n, fid_extractor, cache_hits (reference
+        statistics found in the cache, per scale), reused (read back from <run_dir>/analysis/), ...
+    log: send freshly computed rows to the run's MLflow run at the run's final step.
     """
-    if not isinstance(n, int) or n < 2:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
         raise UserError(f"n must be an int >= 2, but got n={n!r}")
     run_dir = Path(run_dir)
+    metrics, distances = tuple(metrics or ()), tuple(distances or ())
     G, cfg = load_generator(run_dir, device=device)
-    step = int(read_json(run_dir / "run.json").get("step") or safe_load(run_dir / "ckpt" / "last.pt")["step"])
-    z, y = fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
-    stages = generate(G, z, y, batch)
-    rows = diagnostics(stages, distances, cfg.data.resampler, batch)
-    info = {"run_dir": str(run_dir), "step": step, "n": n, "fid_extractor": None, "cache_hits": []}
-    if metrics:
-        before = _cache_files()
-        q_rows, q_info = scale_quality(stages, cfg.data, n, metrics, extractor)
-        rows += q_rows
-        info.update(q_info, cache_hits=[bool(c) and any(f.startswith(c) for f in before)
-                                        for c in q_info.get("cache_names", [])])
-    df = pd.DataFrame(rows, columns=["metric", "stage", "value"])
-    df.attrs["info"] = info
-    if log:
-        info["mlflow_run_id"] = log_run_metrics(run_dir, cfg, df, step)
+    spec = {"ckpt": fingerprint(run_dir / "ckpt" / "last.pt"), "n": n, "metrics": metrics, "distances": distances,
+            "extractor": extractor_id(extractor, metrics), "device": torch.device(device).type}
+
+    def compute() -> pd.DataFrame:
+        step = int(read_json(run_dir / "run.json").get("step") or safe_load(run_dir / "ckpt" / "last.pt")["step"])
+        stages = generate(G, *fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes), batch)
+        rows = diagnostics(stages, distances, cfg.data.resampler, batch)
+        info = {"run_dir": str(run_dir), "step": step, "n": n, "fid_extractor": None, "cache_hits": []}
+        if metrics:
+            before = _cache_files()
+            q_rows, q_info = scale_quality(stages, cfg.data, n, metrics, extractor)
+            rows += q_rows
+            info.update(q_info, cache_hits=[bool(c) and any(f.startswith(c) for f in before)
+                                            for c in q_info.get("cache_names", [])])
+        df = pd.DataFrame(rows, columns=["metric", "stage", "value"])
+        df.attrs["info"] = info
+        return df
+    df = memo(run_dir, "eval", spec, compute, reuse)
+    if log and not df.attrs["info"]["reused"]:
+        df.attrs["info"]["mlflow_run_id"] = log_run_metrics(run_dir, cfg, df, df.attrs["info"]["step"])
     return df
 
 
 def quality_curve(run_dir, n: int = 1000, metrics=("fid",), extractor: str = "auto", batch: int = 256,
-                  device: str = "cpu", write: bool = True) -> pd.DataFrame:
+                  device: str = "cpu", write: bool = True, reuse: bool = True) -> pd.DataFrame:
     """Quality per scale at every EMA snapshot (fig 5): rows step, images_seen (= step * batch), metric,
     stage, value; written to <run_dir>/curve.csv. Same fixed (z, y) and real subset at every step."""
     run_dir = Path(run_dir)
     snaps = snapshots(run_dir)
     if not snaps:
         raise UserError(f"run dir must hold EMA snapshots (snapshots/ema_*.pt), but got none in {run_dir}")
-    rows, inputs = [], None
-    for step, path in snaps:
-        G, cfg = load_generator(run_dir, snapshot=path, device=device)
-        inputs = inputs or fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
-        q_rows, _ = scale_quality(generate(G, *inputs, batch), cfg.data, n, metrics, extractor)
-        rows += [(step, step * cfg.train.batch, m, k, v) for m, k, v in q_rows]
-    df = pd.DataFrame(rows, columns=["step", "images_seen", "metric", "stage", "value"])
+    metrics = tuple(metrics)
+    spec = {"snaps": [fingerprint(p) for _, p in snaps], "n": n, "metrics": metrics,
+            "extractor": extractor_id(extractor, metrics), "device": torch.device(device).type}
+
+    def compute() -> pd.DataFrame:
+        rows, inputs = [], None
+        for step, path in snaps:
+            G, cfg = load_generator(run_dir, snapshot=path, device=device)
+            inputs = inputs or fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
+            q_rows, _ = scale_quality(generate(G, *inputs, batch), cfg.data, n, metrics, extractor)
+            rows += [(step, step * cfg.train.batch, m, k, v) for m, k, v in q_rows]
+        return pd.DataFrame(rows, columns=["step", "images_seen", "metric", "stage", "value"])
+    df = memo(run_dir, "curve", spec, compute, reuse)
     if write:
         df.to_csv(run_dir / "curve.csv", index=False)
     return df
 
 
 # ---- studies ------------------------------------------------------------------------------------------
-def _locate(study_dir: Path, p: str) -> Path:
-    for cand in (Path(p), study_dir / p, study_dir / "runs" / Path(p).name):
-        if (cand / "config.json").exists():
-            return cand
-    return Path(p)
-
-
-def read_cells(study_dir) -> tuple[pd.DataFrame, list[str]]:
-    """The FINISHED cells of a study (cells.csv; run_dir resolved, seed int) and its axis columns."""
-    study_dir = Path(study_dir)
-    path = study_dir / "cells.csv"
-    if not path.exists():
-        raise UserError(f"study dir must hold cells.csv (run `catlab ablate` first), but got {study_dir}")
-    cells = pd.read_csv(path, dtype=str, keep_default_na=False)
-    axes = [c for c in cells.columns if c not in CELL_COLUMNS]
-    cells = cells[cells["status"] == "FINISHED"].copy()
-    if cells.empty:
-        raise UserError(f"{path} must list FINISHED cells, but got none (status column)")
-    cells["seed"] = cells["seed"].astype(int)
-    cells["run_dir"] = [str(_locate(study_dir, p)) for p in cells["run_dir"]]
-    return cells.reset_index(drop=True), axes
-
-
-def per_cell(cells: pd.DataFrame, axes: list[str], fn, desc: str, progress: bool = True) -> pd.DataFrame:
-    """fn(run_dir) -> DataFrame for every cell, labelled with cell, seed and the axis columns, concatenated."""
-    from tqdm.auto import tqdm
-    frames = []
-    for row in tqdm(cells.to_dict("records"), desc=desc, unit="run", disable=not progress, dynamic_ncols=True):
-        df = fn(Path(row["run_dir"]))
-        labels = {"cell": row["cell"], "seed": row["seed"], **{a: row[a] for a in axes}}
-        frames.append(df.assign(**labels)[[*labels, *df.columns]])
-    return pd.concat(frames, ignore_index=True)
-
-
-def study_tests(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
-    """Paired tests (by seed) between the two labels of every 2-valued axis, per metric x stage."""
-    from analysis.stats import paired_tests
-    out = []
-    for axis in axes:
-        if table[axis].nunique() != 2:
-            continue
-        others = [a for a in axes if a != axis]
-        res = paired_tests(table, axis, pair_col="seed", by=[*others, "metric", "stage"])
-        out.append(res.assign(axis=axis)[["axis", *res.columns]])
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
-
-
-def _mlflow_name(s: str) -> str:
-    return re.sub(r"[^/\w.\- ]", "_", s.replace("=", "-").replace(",", "/"))
-
-
-def log_study(study_dir: Path, summary: pd.DataFrame, axes: list[str], step: int, uri: str = "") -> str | None:
-    """Summary means to the study's parent MLflow run (<arm>/<metric>_s<stage>) and the CSVs as artifacts."""
-    from catlab.tracking import MLflow
-    run_id = read_json(study_dir / "study.json").get("parent_run_id")
-    if not run_id:
-        return None
-    client = MLflow(uri)
-    rows = []
-    for r in summary.to_dict("records"):
-        arm = ",".join(f"{a}={r[a]}" for a in axes) or "all"
-        if math.isfinite(r["mean"]):
-            rows.append((_mlflow_name(f"{arm}/{r['metric']}_s{r['stage']}"), float(r["mean"]), step))
-    client.log_metrics(run_id, rows)
-    for name in ("table.csv", "summary.csv", "tests.csv", "drift.csv", "curve.csv"):
-        if (study_dir / name).exists():
-            client.log_artifact(run_id, study_dir / name, "analysis")
-    return run_id
-
-
 def evaluate_study(study_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
                    extractor: str = "auto", batch: int = 256, device: str = "cpu", drift: bool = True,
-                   curve: bool = False, curve_n: int | None = None, progress: bool = True) -> pd.DataFrame:
+                   curve: bool = False, curve_n: int | None = None, progress: bool = True,
+                   reuse: bool = True) -> pd.DataFrame:
     """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
     stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True), curve.csv (curve=True);
-    logs the summary to the study's parent MLflow run. Returns the table (attrs["info"]: summary, tests...)."""
+    logs the summary to the study's parent MLflow run. Returns the table (attrs["info"]: summary, tests...).
+    reuse: read unchanged runs' results back from their analysis/ folders (False recomputes them)."""
+    from analysis.driver import log_study, per_cell, read_cells, study_tests
     from analysis.stats import summarize
     from catlab.checkpoint import run_config
     study_dir = Path(study_dir)
@@ -299,7 +284,7 @@ def evaluate_study(study_dir, n: int = 1000, metrics=("fid", "kid"), distances=(
     infos = []
 
     def one(run_dir):
-        df = evaluate_run(run_dir, n, metrics, distances, extractor, batch, device)
+        df = evaluate_run(run_dir, n, metrics, distances, extractor, batch, device, reuse=reuse)
         infos.append(df.attrs["info"])
         return df
     table = per_cell(cells, axes, one, f"analyze {study_dir.name}", progress)
@@ -309,12 +294,15 @@ def evaluate_study(study_dir, n: int = 1000, metrics=("fid", "kid"), distances=(
     tests = study_tests(table, axes)
     if len(tests):
         tests.to_csv(study_dir / "tests.csv", index=False)
+    elif (study_dir / "tests.csv").exists():
+        (study_dir / "tests.csv").unlink()                    # no 2-valued axis any more: no stale tests
     if drift:
         from analysis.drift import study_drift
-        study_drift(study_dir, progress=progress, batch=batch, device=device)
+        study_drift(study_dir, progress=progress, batch=batch, device=device, reuse=reuse)
     if curve:
-        per_cell(cells, axes, lambda r: quality_curve(r, curve_n or n, metrics[:1] or ("fid",), extractor, batch,
-                                                      device), f"curve {study_dir.name}", progress
+        first = tuple(metrics)[:1] or ("fid",)
+        per_cell(cells, axes, lambda r: quality_curve(r, curve_n or n, first, extractor, batch, device,
+                                                      reuse=reuse), f"curve {study_dir.name}", progress
                  ).to_csv(study_dir / "curve.csv", index=False)
     uri = run_config(cells["run_dir"][0]).run.tracking_uri
     parent = log_study(study_dir, summary, axes, max(i["step"] for i in infos), uri)

@@ -1,0 +1,177 @@
+"""analysis.quality / driver / hooks on one tiny trained run (2 steps, a snapshot per step, the hook on).
+
+Pins: the documented metric names with finite values, batch-size invariance of generate() and of the
+diagnostics, the hook's diag_* rows (equal to the offline diagnostics of the final EMA generator), the
+reference-statistics cache on a second evaluation, the per-run result memo, analysis.csv, MLflow logging
+and the study tables (table, summary, tests, drift, curve).
+"""
+import json
+import math
+import shutil
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis import quality as Q
+from analysis.driver import analyze
+from analysis.hooks import diagnostics_hook
+from catlab.checkpoint import load_generator
+from catlab.config import load_config
+from catlab.errors import UserError
+from catlab.tracking import MLflow, read_metrics
+from catlab.trainer import Hooks, train
+from conftest import FAST
+
+N = 24
+TINY = FAST + ["data.resolution=16", "train.steps=2", "train.ckpt_every=1", "train.log_every=1"]
+DIAG = {f"{m}_{d}" for m in ("discrepancy", "rewrite", "direction") for d in ("l2", "lpips-domain")}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A trained run (K=4 stages at 2, 4, 8, 16 px) in its own folder, MLflow store and torch home."""
+    root = tmp_path_factory.mktemp("analysis")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.setenv("TORCH_HOME", str(root / "torch_home"))
+        mp.delenv("CATLAB_INCEPTION_WEIGHTS", raising=False)
+        mp.delenv("CATLAB_CACHE", raising=False)
+        hook = diagnostics_hook(every=1, n=16)
+        result = train(load_config(TINY), Hooks(progress_fn=hook))
+        assert result.status == "FINISHED"
+        yield result.run_dir.resolve()
+
+
+def test_hook_reports_diagnostics_into_metrics_jsonl(run):
+    m = read_metrics(run)
+    diag = m[m["name"].str.startswith("diag_")]
+    expected = {f"diag_{name}_s{k}" for name in DIAG for k in (1, 2, 3)}
+    assert set(diag["name"]) == expected
+    assert sorted(diag["step"].unique()) == [1, 2]
+    assert diag["value"].map(math.isfinite).all()
+    # the step-2 values are the diagnostics of the final EMA generator on the first 16 eval samples
+    G, cfg = load_generator(run)
+    z, y = Q.fixed_inputs(run, 16, cfg.seed, G.z_dim, G.num_classes)
+    offline = dict(((f"diag_{m}_s{k}"), v) for m, k, v in Q.diagnostics(Q.generate(G, z, y), ["l2", "lpips-domain"]))
+    at2 = diag[diag["step"] == 2].set_index("name")["value"]
+    for name, v in offline.items():
+        assert at2[name] == pytest.approx(v, rel=1e-4, abs=1e-6), name
+
+
+def test_generate_and_diagnostics_are_batch_size_invariant(run):
+    G, cfg = load_generator(run)
+    z, y = Q.fixed_inputs(run, 20, cfg.seed, G.z_dim, G.num_classes)
+    whole, chunked = Q.generate(G, z, y, batch=256), Q.generate(G, z, y, batch=7)
+    assert [tuple(x.shape) for x in whole] == [(20, 3, s, s) for s in (2, 4, 8, 16)]
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    d1 = Q.diagnostics(whole, ["l2", "lpips-domain"], batch=256)
+    d2 = Q.diagnostics(chunked, ["l2", "lpips-domain"], batch=8)
+    assert [r[:2] for r in d1] == [r[:2] for r in d2]
+    for (_, _, v1), (_, _, v2) in zip(d1, d2):
+        assert v1 == pytest.approx(v2, rel=1e-4, abs=1e-6)
+
+
+def test_fixed_inputs_extend_the_eval_set_deterministically(run):
+    ev = torch.load(run / "eval_set.pt", weights_only=True)
+    z, y = Q.fixed_inputs(run, 300, 0, ev["z"].shape[1], 10)
+    assert torch.equal(z[:256], ev["z"]) and torch.equal(y[:256], ev["y"])
+    z2, _ = Q.fixed_inputs(run, 300, 0, ev["z"].shape[1], 10)
+    z3, _ = Q.fixed_inputs(run, 300, 1, ev["z"].shape[1], 10)
+    assert torch.equal(z, z2) and not torch.equal(z[256:], z3[256:])
+    assert y[256:].tolist() == [i % 10 for i in range(256, 300)]
+
+
+def test_evaluate_run_names_values_cache_and_mlflow(run, monkeypatch):
+    import catlab.data
+    t0 = time.perf_counter()
+    first = Q.evaluate_run(run, n=N)
+    t_first = time.perf_counter() - t0
+    info = first.attrs["info"]
+    names = set(first["metric"])
+    assert names == DIAG | {f"fid_domain_{N}", f"kid_domain_{N}", f"kid_std_domain_{N}"}
+    assert info["fid_extractor"] == "domain" and info["step"] == 2 and not info["reused"]
+    assert info["cache_hits"] == [False] * 4
+    assert first["value"].map(math.isfinite).all()
+    for metric, stages in first.groupby("metric")["stage"]:
+        assert sorted(stages) == ([1, 2, 3] if metric in DIAG else [1, 2, 3, 4]), metric
+    direction = first[first["metric"] == "direction_l2"].set_index("stage")["value"]
+    assert direction[3] == pytest.approx(1.0)                  # x_{K-1}'s next stage is the final one
+    # logged to the run's own MLflow run at the final step
+    run_id = json.loads((run / "run.json").read_text())["mlflow_run_id"]
+    client = MLflow().client
+    hist = client.get_metric_history(run_id, f"fid_domain_{N}_s4")
+    assert [(h.step, h.value) for h in hist] == [(2, pytest.approx(
+        first.query(f"metric == 'fid_domain_{N}' and stage == 4")["value"].item()))]
+    # second evaluation, recomputed: no dataset built, reference statistics read from the cache
+    built = []
+    real_build = catlab.data.build_dataset
+    monkeypatch.setattr(catlab.data, "build_dataset", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    Q._REAL.clear()
+    t0 = time.perf_counter()
+    second = Q.evaluate_run(run, n=N, reuse=False, log=False)
+    t_second = time.perf_counter() - t0
+    assert second.attrs["info"]["cache_hits"] == [True] * 4 and built == []
+    pd.testing.assert_frame_equal(first, second, rtol=1e-6)
+    # third: the run is unchanged, so its result is read back from <run_dir>/analysis/
+    t0 = time.perf_counter()
+    third = Q.evaluate_run(run, n=N)
+    t_third = time.perf_counter() - t0
+    assert third.attrs["info"]["reused"] and len(client.get_metric_history(run_id, f"fid_domain_{N}_s4")) == 1
+    pd.testing.assert_frame_equal(first, third)
+    print(f"evaluate_run n={N}: first {t_first:.2f}s, reference cache {t_second:.2f}s, memo {t_third:.3f}s")
+    assert t_third < 0.3 * t_first
+
+
+def test_analyze_run_dir_writes_analysis_csv(run, capsys):
+    assert analyze(str(run), metrics=["fid", "l2"], n=N) == 0
+    out = capsys.readouterr().out
+    df = pd.read_csv(run / "analysis.csv")
+    assert list(df.columns) == ["metric", "stage", "value"]
+    assert set(df["metric"]) == {"discrepancy_l2", "rewrite_l2", "direction_l2", f"fid_domain_{N}"}
+    assert f"fid_domain_{N}" in out and "analysis.csv" in out
+
+
+def test_analyze_offline_notices_and_errors(run, capsys, monkeypatch):
+    import catlab.metrics.fidelity
+    monkeypatch.setattr(catlab.metrics.fidelity, "_NOTICE_SHOWN", False)
+    analyze(str(run), n=N)
+    err = capsys.readouterr().err
+    hub = run.parent.parent / "torch_home" / "hub" / "checkpoints"
+    assert err.count("no AlexNet weights") == 1 and str(hub / "alexnet-owt-7be5be79.pth") in err
+    assert err.count("no Inception weights") == 1 and str(hub / "weights-inception-2015-12-05-6726825d.pth") in err
+    with pytest.raises(UserError, match="target must be a run dir") as e:
+        analyze("no-such-study-or-dir")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="--metrics must name"):
+        analyze(str(run), metrics=["fid", "lpips-nope"])
+
+
+def test_evaluate_study_writes_tables(run, tmp_path):
+    """Two arms x two seeds (the same trained run stands in for every cell): table, summary, tests, drift."""
+    study = tmp_path / "studies" / "toy"
+    study.mkdir(parents=True)
+    rows = [{"cell": f"consistency={arm},seed={s}", "seed": s, "consistency": arm, "run_dir": str(run),
+             "status": "FINISHED", "reason": "", "config_hash": "x", "mlflow_run_id": ""}
+            for arm in ("on", "off") for s in (0, 1)]
+    rows.append({**rows[0], "cell": "consistency=on,seed=2", "seed": 2, "status": "FAILED"})
+    pd.DataFrame(rows).to_csv(study / "cells.csv", index=False)
+    parent = MLflow().create_run("catlab", "toy")
+    (study / "study.json").write_text(json.dumps({"study": "toy", "parent_run_id": parent}))
+    table = Q.evaluate_study(study, n=N, metrics=("fid",), distances=("l2",), curve=True, progress=False)
+    assert list(table.columns) == ["cell", "seed", "consistency", "metric", "stage", "value"]
+    assert len(table) == 4 * (3 * 3 + 4)
+    summary = pd.read_csv(study / "summary.csv")
+    assert set(summary.columns) >= {"consistency", "metric", "stage", "n", "mean", "ci_low", "ci_high", "method"}
+    assert (summary["n"] == 2).all()
+    tests = pd.read_csv(study / "tests.csv")
+    assert set(tests["axis"]) == {"consistency"} and (tests["n_pairs"] == 2).all()
+    drift = pd.read_csv(study / "drift.csv")
+    assert len(drift) == 4 * 4 and set(drift["step"]) == {2}
+    curve = pd.read_csv(study / "curve.csv")
+    assert set(curve["step"]) == {1, 2} and set(curve["images_seen"]) == {8, 16}
+    logged = MLflow().client.get_run(parent).data.metrics
+    assert f"consistency-on/fid_domain_{N}_s4" in logged
