@@ -8,6 +8,10 @@
 lpips-alex ...); a group left out is skipped. Default: fid kid, and l2 lpips-domain (+ lpips-alex when the
 AlexNet weights are on disk). Offline it runs on the domain extractor and prints one notice per missing
 weights file (Inception from catlab.metrics, AlexNet from here), naming where to put it.
+
+Also here, the thin study plumbing that analysis.quality and analysis.drift share: read_cells (cells.csv),
+per_cell (a per-run table for every cell, labelled), study_tests (paired tests per 2-valued axis), and the
+MLflow sinks (log_run_metrics: a run's own MLflow run; log_study: the study's parent run).
 """
 from __future__ import annotations
 
@@ -24,13 +28,23 @@ from catlab.errors import UserError
 
 QUALITY = ("fid", "kid", "prc", "isc")
 DISTANCES = ("l2", "l1", "lpips-domain", "lpips-alex", "lpips-vgg", "lpips-squeeze")
-PROFILES = {"cpu": {"n": 1000, "batch": 256, "device": "cpu"},
+PROFILES = {"cpu": {"n": 1000, "batch": 256, "device": "cpu"},      # samples per evaluation, chunk, device
             "gpu": {"n": 10000, "batch": 1024, "device": "cuda"}}
 STUDY_ROOT = Path("studies")
 CELL_COLUMNS = ("cell", "seed", "run_dir", "status", "reason", "config_hash", "mlflow_run_id")
 
 
 # ---- choices ------------------------------------------------------------------------------------------
+def profile_options(profile: str = "cpu") -> dict:
+    """n, batch and device of a profile (gpu falls back to the CPU where there is no CUDA)."""
+    if profile not in PROFILES:
+        raise UserError(f"profile must be one of {', '.join(PROFILES)}, but got profile={profile!r}")
+    opts = dict(PROFILES[profile])
+    if opts["device"] == "cuda" and not torch.cuda.is_available():
+        opts["device"] = "cpu"
+    return opts
+
+
 def alexnet_path() -> Path:
     from catlab.metrics.lpips_distance import TRUNK_FILES
     return Path(torch.hub.get_dir()) / "checkpoints" / TRUNK_FILES["alex"]
@@ -83,6 +97,10 @@ def resolve_target(target: str) -> tuple[str, Path]:
     raise UserError(f"target must be a run dir (with config.json) or a study ({names}), but got target={target!r}")
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 # ---- studies: cells.csv in, per-cell tables, tests, the parent MLflow run --------------------------------
 def _locate(study_dir: Path, p: str) -> Path:
     for cand in (Path(p), study_dir / p, study_dir / "runs" / Path(p).name):
@@ -131,6 +149,17 @@ def study_tests(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
+def log_run_metrics(run_dir: Path, cfg, df: pd.DataFrame, step: int) -> str | None:
+    """Send the rows to the run's own MLflow run (run.json mlflow_run_id) as <metric>_s<stage> at `step`."""
+    from catlab.tracking import MLflow
+    run_id = _read_json(Path(run_dir) / "run.json").get("mlflow_run_id")
+    if not run_id or not cfg.run.mlflow:
+        return None
+    rows = [(f"{r.metric}_s{r.stage}", float(r.value), step) for r in df.itertuples() if math.isfinite(r.value)]
+    MLflow(cfg.run.tracking_uri).log_metrics(run_id, rows)
+    return run_id
+
+
 def _mlflow_name(s: str) -> str:
     return re.sub(r"[^/\w.\- ]", "_", s.replace("=", "-").replace(",", "/"))
 
@@ -138,8 +167,7 @@ def _mlflow_name(s: str) -> str:
 def log_study(study_dir: Path, summary: pd.DataFrame, axes: list[str], step: int, uri: str = "") -> str | None:
     """Summary means to the study's parent MLflow run (<arm>/<metric>_s<stage>) and the CSVs as artifacts."""
     from catlab.tracking import MLflow
-    meta = study_dir / "study.json"
-    run_id = json.loads(meta.read_text()).get("parent_run_id") if meta.is_file() else None
+    run_id = _read_json(study_dir / "study.json").get("parent_run_id")
     if not run_id:
         return None
     client = MLflow(uri)
@@ -170,17 +198,13 @@ def compact(df: pd.DataFrame, index, value: str = "value") -> str:
 # ---- the command --------------------------------------------------------------------------------------
 def analyze(target: str, metrics=None, n: int | None = None, profile: str = "cpu") -> int:
     """Evaluate a run dir or a study; write its tables; print a compact one. Returns the exit code (0)."""
-    if profile not in PROFILES:
-        raise UserError(f"profile must be one of {', '.join(PROFILES)}, but got profile={profile!r}")
-    opts = dict(PROFILES[profile])
-    if opts["device"] == "cuda" and not torch.cuda.is_available():
-        opts["device"] = "cpu"
+    from analysis.quality import evaluate_run, evaluate_study
+    opts = profile_options(profile)
     n = opts["n"] if n is None else n
     if n < 2:
         raise UserError(f"--n must be >= 2, but got n={n}")
     kind, path = resolve_target(target)
     quality, distances = split_metrics(metrics)
-    from analysis.quality import evaluate_run, evaluate_study
     if kind == "run":
         df = evaluate_run(path, n=n, metrics=quality, distances=distances, batch=opts["batch"],
                           device=opts["device"])
@@ -191,7 +215,7 @@ def analyze(target: str, metrics=None, n: int | None = None, profile: str = "cpu
         print(f"wrote {path / 'analysis.csv'}")
         return 0
     table = evaluate_study(path, n=n, metrics=quality, distances=distances, batch=opts["batch"],
-                           device=opts["device"], curve=bool(quality))
+                           device=opts["device"], profile=profile, curve=bool(quality))
     info = table.attrs["info"]
     summary = info["summary"]
     print(f"{path}: {table['cell'].nunique()} cells, n={n}, extractor {info['fid_extractor'] or '-'}; "

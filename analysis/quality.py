@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -190,17 +189,6 @@ def _cache_files() -> set[str]:
     return set(os.listdir(root)) if root.is_dir() else set()
 
 
-def log_run_metrics(run_dir: Path, cfg, df: pd.DataFrame, step: int) -> str | None:
-    """Send the rows to the run's own MLflow run (run.json mlflow_run_id) as <metric>_s<stage> at `step`."""
-    from catlab.tracking import MLflow
-    run_id = read_json(Path(run_dir) / "run.json").get("mlflow_run_id")
-    if not run_id or not cfg.run.mlflow:
-        return None
-    rows = [(f"{r.metric}_s{r.stage}", float(r.value), step) for r in df.itertuples() if math.isfinite(r.value)]
-    MLflow(cfg.run.tracking_uri).log_metrics(run_id, rows)
-    return run_id
-
-
 # ---- one run ------------------------------------------------------------------------------------------
 def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
                  extractor: str = "auto", batch: int = 256, device: str = "cpu", log: bool = True,
@@ -237,6 +225,7 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2"
         return df
     df = memo(run_dir, "eval", spec, compute, reuse)
     if log and not df.attrs["info"]["reused"]:
+        from analysis.driver import log_run_metrics
         df.attrs["info"]["mlflow_run_id"] = log_run_metrics(run_dir, cfg, df, df.attrs["info"]["step"])
     return df
 
@@ -268,17 +257,20 @@ def quality_curve(run_dir, n: int = 1000, metrics=("fid",), extractor: str = "au
 
 
 # ---- studies ------------------------------------------------------------------------------------------
-def evaluate_study(study_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
-                   extractor: str = "auto", batch: int = 256, device: str = "cpu", drift: bool = True,
-                   curve: bool = False, curve_n: int | None = None, progress: bool = True,
-                   reuse: bool = True) -> pd.DataFrame:
+def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
+                   extractor: str = "auto", batch: int | None = None, device: str | None = None,
+                   profile: str = "cpu", drift: bool = True, curve: bool = True, curve_n: int | None = None,
+                   progress: bool = True, reuse: bool = True) -> pd.DataFrame:
     """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
-    stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True), curve.csv (curve=True);
-    logs the summary to the study's parent MLflow run. Returns the table (attrs["info"]: summary, tests...).
-    reuse: read unchanged runs' results back from their analysis/ folders (False recomputes them)."""
-    from analysis.driver import log_study, per_cell, read_cells, study_tests
+    stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True) and curve.csv (curve=True,
+    the first quality metric at every snapshot, curve_n samples, default n); logs the summary to the study's
+    parent MLflow run. n, batch, device default to the profile's (analysis.driver.PROFILES). reuse: read unchanged runs'
+    results back from their analysis/ folders. Returns the table (attrs["info"]: summary, tests, axes...)."""
+    from analysis.driver import log_study, per_cell, profile_options, read_cells, study_tests
     from analysis.stats import summarize
     from catlab.checkpoint import run_config
+    opts = profile_options(profile)
+    n, batch, device = n or opts["n"], batch or opts["batch"], device or opts["device"]
     study_dir = Path(study_dir)
     cells, axes = read_cells(study_dir)
     infos = []
@@ -304,7 +296,7 @@ def evaluate_study(study_dir, n: int = 1000, metrics=("fid", "kid"), distances=(
         per_cell(cells, axes, lambda r: quality_curve(r, curve_n or n, first, extractor, batch, device,
                                                       reuse=reuse), f"curve {study_dir.name}", progress
                  ).to_csv(study_dir / "curve.csv", index=False)
-    uri = run_config(cells["run_dir"][0]).run.tracking_uri
+    uri = read_json(study_dir / "study.json").get("tracking_uri") or run_config(cells["run_dir"][0]).run.tracking_uri
     parent = log_study(study_dir, summary, axes, max(i["step"] for i in infos), uri)
     table.attrs["info"] = {"fid_extractor": infos[0]["fid_extractor"], "runs": infos, "summary": summary,
                            "tests": tests, "axes": axes, "parent_run_id": parent}

@@ -7,7 +7,6 @@ and the study tables (table, summary, tests, drift, curve).
 """
 import json
 import math
-import shutil
 import time
 
 import pandas as pd
