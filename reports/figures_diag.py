@@ -77,7 +77,7 @@ def fig4(sd, out_dir, ctx):
             ax.set_xlabel("stage k (1 = coarsest)")
             ax.set_ylabel(style.metric_label(metric))
     fig.suptitle(f"{sd.name}: cross-scale diagnostics per stage (mean, 95 % CI, seeds)")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, style.legend_room(fig), 1, 1))
     legend(fig, arms, pal)
     return style.save(fig, out_dir, "fig4"), None
 
@@ -121,7 +121,7 @@ def by_axis(sd, out_dir, ctx, axis, name, title, order=None):
         ax.set_xlabel(axis)
         ax.set_ylabel(ylabel)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, style.legend_room(fig), 1, 1))
     legend(fig, hues, pal)
     return style.save(fig, out_dir, name), None
 

@@ -138,7 +138,7 @@ def fig8(sd, out_dir, ctx):
                  f"({source}; stages upsampled, nearest, to {size}px)", fontsize="medium")
     fig.legend(handles=[Patch(facecolor="white", edgecolor=pal[a], linewidth=3, label=style.arm_title(a))
                         for a in arms], loc="lower center", ncol=min(len(arms), 6), bbox_to_anchor=(0.5, -0.03))
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, style.legend_room(fig), 1, 1))
     return style.save(fig, out_dir, "fig8"), None
 
 

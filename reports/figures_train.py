@@ -9,10 +9,11 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from reports import style
 from reports.compare import summarize_seeds
@@ -63,13 +64,14 @@ def _grid(sd, df, rows, x, name, title, ylabel, pal):
             ax = axes[r][c]
             lines(ax, sub[sub["stage"] == stage], x, sd.arms, pal)
             ax.set_title(f"{'scale' if name == 'fig5' else 'stage'} {stage}", fontsize="small")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
             ax.xaxis.set_major_formatter(FuncFormatter(_k))
             if c == 0:
                 ax.set_ylabel(ylabel(key))
             if r == len(rows) - 1:
                 ax.set_xlabel(CURVE_X.get(x, x))
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, style.legend_room(fig), 1, 1))
     _legend(fig, sd.arms, pal)
     return fig
 
@@ -88,7 +90,12 @@ def fig5(sd, out_dir, ctx):
 
 
 # ---- drift over training -------------------------------------------------------------------------------------
-DRIFT_LABEL = "drift: change of the stage's\noutput since the last snapshot"
+DRIFT_LABELS = {   # analysis.drift's columns
+    "drift": "drift: move since the last\nsnapshot [{unit}]",
+    "drift_ratio": "drift ratio: stage / final\n[unitless]",
+    "drift_corr": "drift correlation with the\nfinal stage [Pearson r]",
+    "move_cos": "move direction vs the\nfinal stage [cosine]",
+}
 
 
 def drift(sd, out_dir, ctx):
@@ -96,12 +103,14 @@ def drift(sd, out_dir, ctx):
     if d is None or d.empty:
         return [], f"drift skipped: drift.csv is missing (run `catlab analyze {sd.name}`)"
     skip = {"cell", "seed", "step", "stage", "images_seen", "arm", *sd.axes}
-    cols = [c for c in d.columns if c not in skip and np.issubdtype(d[c].dtype, np.number)]
+    cols = [c for c in d.columns if c not in skip and pd.api.types.is_numeric_dtype(d[c])]
     cols = sorted(cols, key=lambda c: c != "drift")
     rows = [(c, d.assign(value=d[c])) for c in cols]
+    dist = d["distance"].dropna().unique() if "distance" in d.columns else ["l2"]
+    unit = style.DISTANCE_UNITS.get(dist[0], f"{dist[0]} distance") if len(dist) == 1 else "distance"
     fig = _grid(sd, d.assign(value=np.nan), rows, "step", "drift",
                 f"{sd.name}: drift of each stage over training (mean, 95 % CI over seeds)",
-                lambda c: DRIFT_LABEL if c == "drift" else c.replace("_", " "), ctx["palette"])
+                lambda c: DRIFT_LABELS.get(c, c.replace("_", " ")).format(unit=unit), ctx["palette"])
     return style.save(fig, out_dir, "drift"), None
 
 
@@ -142,7 +151,7 @@ def sweep(sd, out_dir, ctx):
         ax.set_xlabel("consistency weight \u03bb (unitless)")
         ax.set_ylabel(ylabel)
     fig.suptitle(f"{sd.name}: the consistency weight sweep (mean, 95 % CI, seeds)")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, style.legend_room(fig), 1, 1))
     handles = [Line2D([], [], color="black", label="mean over seeds"),
                Patch(facecolor="black", alpha=0.12, label="95 % CI")]
     handles += [Line2D([], [], marker="o", linestyle="", color=pal[a], markeredgecolor="black",

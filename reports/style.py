@@ -63,6 +63,11 @@ def palette(labels) -> dict:
     return out
 
 
+def legend_room(fig, inches: float = 0.45) -> float:
+    """The fraction of the figure's height to keep free at the bottom for a legend below the panels."""
+    return min(0.3, inches / fig.get_figheight())
+
+
 def save(fig, out_dir: Path, name: str) -> list[Path]:
     """fig -> <out_dir>/<name>.pdf and .png (PDF fonts embedded as Type 42); the figure is closed."""
     out_dir.mkdir(parents=True, exist_ok=True)
