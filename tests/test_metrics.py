@@ -288,3 +288,12 @@ def test_lpips_domain_gradients_reach_the_images_not_the_extractor():
     assert a.grad is not None and a.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in load_domain_extractor().parameters())
     assert isinstance(load_domain_extractor(), DomainNet)
+
+
+def test_package_exports_for_losses_and_analysis():
+    import catlab.metrics as m
+    assert m.DISTANCES is m.PERCEPTUAL and set(m.DISTANCES) == {"lpips-alex", "lpips-vgg", "lpips-squeeze",
+                                                              "lpips-domain"}
+    assert m.perceptual_distance is lpips_distance and m.lpips_distance.PERCEPTUAL is PERCEPTUAL
+    a, b = pair(3, 8, 9)
+    assert torch.equal(m.perceptual_distance("lpips-domain")(a, b), PERCEPTUAL["lpips-domain"](a, b))

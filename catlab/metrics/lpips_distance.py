@@ -164,5 +164,8 @@ class LazyDistance:
         return f"LazyDistance({self.name!r})"
 
 
+perceptual_distance = lpips_distance      # the name catlab.losses.get_distance uses
+
 PERCEPTUAL: dict[str, LazyDistance] = {
     name: LazyDistance(name) for name in ("lpips-alex", "lpips-vgg", "lpips-squeeze", "lpips-domain")}
+DISTANCES = PERCEPTUAL                    # the name analysis.misalignment looks up in catlab.metrics
