@@ -43,7 +43,7 @@ def _mlflow_status(sd) -> dict:
     if not ids:
         return {}
     from catlab.tracking import MLflow, default_uri
-    uri = default_uri()
+    uri = sd.meta.get("tracking_uri") or default_uri()      # the store the study logged to, where recorded
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         return {}      # do not create an empty store by asking
     client = MLflow(uri)
@@ -92,6 +92,9 @@ def write_tables(tables: dict, out_dir: Path) -> list[Path]:
 def report(study: str, figures_only: bool = False, profile: str = "cpu", root: str | Path = "studies",
            out: str | Path = OUT, strict: bool = False) -> int:
     """Build the report of a study; prints the path of index.html and the files written. Returns 0.
+
+    profile: the one the study ran with when study.json does not say (commands shown), and where fig8
+    regenerates samples ("gpu": on CUDA when there is one).
 
     UserError (one line, naming the command to run first) when the study is unknown or has no results.
     strict=True lets a failing figure raise instead of becoming a note (tests).

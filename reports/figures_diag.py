@@ -35,7 +35,8 @@ def bars(ax, xs, hues, stat, points, colour, jitter=0.04):
             ax.scatter(pos + rng.uniform(-jitter, jitter, len(pts)) * width / 0.2, pts, s=9, zorder=3,
                        facecolor="white", edgecolor="black", linewidth=0.6)
     ax.set_xticks(range(len(xs)))
-    ax.set_xticklabels([str(x) for x in xs])
+    long = sum(len(str(x)) for x in xs) > 24        # e.g. scalewise / aggregated / concat: tilt them
+    ax.set_xticklabels([str(x) for x in xs], rotation=25 if long else 0, ha="right" if long else "center")
     ax.axhline(0, color="black", linewidth=0.5)
 
 

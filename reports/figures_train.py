@@ -193,7 +193,7 @@ def heatmap(sd, out_dir, ctx):
                               "pad": 0.25})
         ax.set_xlabel("stage k (1 = coarsest)")
         ax.set_title(style.metric_label(metric, short=True) + ", mean over seeds", fontsize="small")
-    axes[0][0].set_ylabel(f"{ax_name} (stage weights w_1..w_{k - 1})")
+    axes[0][0].set_ylabel(f"{ax_name}\n(weights of stages 1..{k - 1})")
     fig.suptitle(f"{sd.name}: the stage-weight presets (colour bar = legend; light = better)")
     fig.tight_layout()
     return style.save(fig, out_dir, "heatmap"), None

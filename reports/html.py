@@ -63,11 +63,16 @@ def _commands(sd, profile: str, make_targets: set) -> str:
     prof = sd.meta.get("profile", profile)
     ov = sd.meta.get("overrides") or []
     ov = " ".join(ov) if isinstance(ov, list) else " ".join(f"{k}={v}" for k, v in dict(ov).items())
-    cmds = []
+    ablate = f"catlab ablate {sd.name} --profile {prof}" + (f" {ov}" if ov else "")
+    cmds = ["# the whole study: trains every cell (running it again resumes), analyses it, writes this report"]
     if sd.name in make_targets and prof == "cpu" and not ov:
-        cmds.append(f"make {sd.name}")
-    cmds += [f"catlab ablate {sd.name} --profile {prof}" + (f" {ov}" if ov else ""),
-             f"catlab analyze {sd.name} --profile {prof}", f"catlab report {sd.name}"]
+        cmds.append(f"make {sd.name}          # or: {ablate}")
+    else:
+        cmds.append(ablate)
+    cmds += ["# only the analysis tables (studies/<study>/*.csv), then only this report",
+             f"catlab analyze {sd.name} --profile {prof}",
+             f"catlab report {sd.name}" + (f"          # or: make report STUDY={sd.name}"
+                                           if "report" in make_targets else "")]
     out = "<pre>" + "\n".join(_e(c) for c in cmds) + "</pre>\n"
     if sd.meta.get("command"):
         out += f"<p>These results were produced by <code>{_e(sd.meta['command'])}</code>.</p>\n"

@@ -250,6 +250,25 @@ def test_skips_with_a_note_when_a_table_is_missing(study, tmp_path, monkeypatch,
     assert "fig8 skipped: no seed has a finished checkpoint" in err    # run dirs not copied: no generators
 
 
+def test_fig8_from_samples_pt_without_run_dirs(study, tmp_path, monkeypatch, capsys):
+    """samples.pt (the contract's optional file: z, y and per-cell stage images) replaces the generators."""
+    import shutil
+    from reports.build import report
+    root, sdir = study
+    copy = tmp_path / "studies" / STUDY
+    shutil.copytree(sdir, copy, ignore=shutil.ignore_patterns("runs"))
+    cells = pd.read_csv(sdir / "cells.csv")
+    per_cell = {c: _stages(Path(r))[0] for c, r in zip(cells["cell"], cells["run_dir"])}
+    ev = torch.load(Path(cells["run_dir"][0]) / "eval_set.pt", weights_only=True)
+    torch.save({"z": ev["z"][:N_EVAL], "y": ev["y"][:N_EVAL], "cells": per_cell}, copy / "samples.pt")
+    cells.assign(run_dir="gone").to_csv(copy / "cells.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    assert report(STUDY, figures_only=True, strict=True) == 0
+    with Image.open(tmp_path / "reports" / "out" / STUDY / "fig8.png") as im:
+        im.verify()
+    assert "fig8" not in capsys.readouterr().err
+
+
 def test_unknown_or_empty_study_names_the_command_to_run(tmp_path, monkeypatch):
     from catlab.errors import UserError
     from reports.build import report
