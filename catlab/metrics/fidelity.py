@@ -14,11 +14,14 @@ Extractors (extractor="auto" picks Inception when its weights are on disk, else 
   $TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth (never downloaded).
   Features: "2048" (FID/KID/PRC), "logits_unbiased" (IS).
 - "domain": `catlab-domain`, registered here (DomainFeatureExtractor). Features: "pool" (the 128-d
-  global-average-pooled last conv layer; FID/KID/PRC) and "logits" (the shapes classifier; IS).
+  global-average-pooled last conv layer, unit RMS on the training set; FID/KID/PRC) and "logits" (the
+  shapes classifier; IS). Computed in float64, so no metric depends on the batch size.
+FEATURE_LAYERS holds this table; it is passed explicitly to torch-fidelity.
 
 Metric names state the protocol: {metric}_{extractor}_{n}_s{stage}, n written in thousands when it is a
 multiple of 1000 (fid_domain_5k_s4, kid_inception_10k_s1) and raw otherwise (fid_domain_512_s4).
-Metrics: fid, kid, kid_std, isc, isc_std, precision, recall, f_score.
+Metrics: fid, kid, kid_std, isc, isc_std, precision, recall, f_score. KID uses subsets of
+min(kid_subset_size, n, M) samples; when that is all n samples, kid_std is 0 (every subset is the same).
 
 Reference statistics and features are cached by torch-fidelity (input2_cache_name) under cache_root
 (default $CATLAB_CACHE/fidelity, else $TORCH_HOME/fidelity_cache). The cache name covers the caller's
