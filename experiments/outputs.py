@@ -1,0 +1,139 @@
+"""What the registry writes into studies/<study>/ (cells.csv, study.json) and the closing summary table.
+
+    cells.csv    cell, seed, <axis columns>, run_dir, status, reason, config_hash, mlflow_run_id
+    study.json   {"study", "profile", "overrides", "command", "parent_run_id", "tracking_uri", "cells": [...]}
+
+The summary reads the analysis' summary.csv (per arm x metric x stage: n, mean, ci_low, ci_high, ...) and
+tests.csv (paired tests between arms); without them it shows the cells' status only.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+STAT_COLS = {"metric", "stage", "n", "mean", "std", "ci_low", "ci_high", "method"}
+TEST_COLS = {"axis", "a", "b", "n_pairs", "mean_a", "mean_b", "mean_diff", "sd_diff", "t", "p_ttest", "p_wilcoxon",
+             "cohen_dz", "hedges_g_av", "significant", "note"}
+DIAGNOSTICS = ("discrepancy", "rewrite", "direction")
+
+
+# ---- files --------------------------------------------------------------------------------------
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def cell_rows(cells, results: dict) -> list[dict]:
+    """One row per cell; `results` maps a cell name to {status, reason, mlflow_run_id} (absent: PENDING)."""
+    rows = []
+    for c in cells:
+        r = results.get(c.name, {})
+        rows.append({"cell": c.name, "seed": c.seed, **c.arm, "run_dir": str(c.run_dir),
+                     "status": r.get("status", "PENDING"), "reason": r.get("reason", ""),
+                     "config_hash": c.cfg.hash(), "mlflow_run_id": r.get("mlflow_run_id") or ""})
+    return rows
+
+
+def write_cells_csv(path: Path, rows: list[dict]) -> None:
+    import io
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    _atomic_text(path, buf.getvalue())
+
+
+def read_study_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_study_json(path: Path, info: dict) -> None:
+    _atomic_text(path, json.dumps(info, indent=2) + "\n")
+
+
+# ---- the closing summary ----------------------------------------------------------------------------
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [head, *rows])
+
+
+def _num(x) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+def status_table(rows: list[dict], axes: list[str]) -> str:
+    """Per arm: how many cells finished / failed / are pending."""
+    arms: dict[str, dict] = {}
+    for r in rows:
+        arm = ",".join(f"{a}={r[a]}" for a in axes)
+        counts = arms.setdefault(arm, {"FINISHED": 0, "FAILED": 0, "other": 0})
+        counts[r["status"] if r["status"] in counts else "other"] += 1
+    return _table(["arm", "finished", "failed", "other"],
+                  [[a, *(str(v) for v in c.values())] for a, c in arms.items()])
+
+
+def _selected(df):
+    """The rows worth a line: every stage of the diagnostics, and the final scale of FID/KID metrics."""
+    metric = df["metric"].astype(str)
+    diag = metric.str.startswith(DIAGNOSTICS)
+    fid = metric.str.startswith(("fid", "kid")) & ~metric.str.contains("_std")
+    if "stage" in df.columns:
+        last = df.groupby("metric")["stage"].transform("max")
+        fid &= df["stage"] == last
+    return df[diag | fid]
+
+
+def _row_key(r) -> str:
+    stage = r.get("stage")
+    return f"{r['metric']}" + ("" if stage is None or (isinstance(stage, float) and math.isnan(stage))
+                               else f" s{int(stage)}")
+
+
+def quality_tables(study_dir: Path, arm_order: list[str] | None = None) -> str | None:
+    """mean +/- 95 % CI half-width per arm (columns) and metric/stage (rows), then the paired p-values.
+
+    Arms are named by their labels ("on") or, with several axes, "axis=label,..."; arm_order sorts them."""
+    import pandas as pd
+    path = study_dir / "summary.csv"
+    if not path.exists():
+        return None
+    summary = _selected(pd.read_csv(path))
+    if summary.empty:
+        return f"{path}: no diagnostic or FID rows"
+    arm_cols = [c for c in summary.columns if c not in STAT_COLS]
+    name = (lambda r: ",".join(f"{c}={r[c]}" for c in arm_cols)) if len(arm_cols) > 1 else \
+        (lambda r: str(r[arm_cols[0]])) if arm_cols else (lambda r: "all")
+    summary = summary.assign(_arm=summary.apply(name, axis=1))
+    arms = list(dict.fromkeys(summary["_arm"]))
+    order = {a: i for i, a in enumerate(arm_order or [])}
+    arms.sort(key=lambda a: order.get(a, len(order)))
+    cells: dict[str, dict[str, str]] = {}
+    for _, r in summary.iterrows():
+        half = (r["ci_high"] - r["ci_low"]) / 2
+        cells.setdefault(_row_key(r), {})[r["_arm"]] = f"{_num(r['mean'])} ± {_num(half)}"
+    out = ["mean ± 95 % CI half-width (n seeds per arm; summary.csv)",
+           _table(["metric", *arms], [[k, *(v.get(a, "-") for a in arms)] for k, v in cells.items()])]
+    tpath = study_dir / "tests.csv"
+    if tpath.exists():
+        tests = pd.read_csv(tpath)
+        if not tests.empty and {"metric", "a", "b", "p_ttest"} <= set(tests.columns):
+            tests = _selected(tests)
+            extra = [c for c in tests.columns if c not in TEST_COLS | {"metric", "stage"}]
+            tests = tests.assign(_pair=tests.apply(lambda r: f"{r['a']} vs {r['b']}" + "".join(
+                f" [{c}={r[c]}]" for c in extra), axis=1))
+            pairs = list(dict.fromkeys(tests["_pair"]))
+            ps: dict[str, dict[str, str]] = {}
+            for _, r in tests.iterrows():
+                pw = f" / {_num(r['p_wilcoxon'])}" if "p_wilcoxon" in r else ""
+                ps.setdefault(_row_key(r), {})[r["_pair"]] = f"{_num(r['p_ttest'])}{pw}"
+            out += ["paired p-values, t-test / Wilcoxon (tests.csv)",
+                    _table(["metric", *pairs], [[k, *(v.get(p, "-") for p in pairs)] for k, v in ps.items()])]
+    return "\n".join(out)

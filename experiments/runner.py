@@ -1,0 +1,274 @@
+"""Run a study: `catlab ablate STUDY [--profile cpu|gpu] [--seeds N] [--workers N] [--dry-run] [KEY=VALUE ...]`.
+
+    ablate("ablation-consistency", overrides=["train.steps=200"])   # -> 0, or 1 if any cell failed
+
+1. Validate everything first: the study, the options, every cell's Config, the data and the device.
+2. One MLflow parent run per study (reused when study.json names one that still exists), a nested run
+   per cell (tags: study, cell, seed, <axis>: <label>, profile).
+3. Cells run one after another (each with its tqdm bar) or in N spawned worker processes. A FINISHED
+   cell with the same config hash is skipped, a partly run one resumes from its checkpoint, a failed one
+   is recorded FAILED with its reason and the grid goes on. Re-running the same command resumes the grid.
+4. cells.csv and study.json, then the analysis (analysis.quality), the report (reports.build), a summary.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from catlab.errors import RunFailed, UserError
+from experiments import outputs
+from experiments.grid import Cell, build_grid, check_options, command, get_study, print_grid, study_dir
+
+
+# ---- one cell (also the worker entry point: top level, picklable arguments) ------------------------
+def finished_info(run_dir, cfg) -> dict | None:
+    """run.json of a cell that already finished with this config (the trainer's own skip rule)."""
+    from catlab.trainer import read_info
+    info = read_info(run_dir)
+    done = info.get("status") == "FINISHED" and info.get("step") == cfg.train.steps \
+        and info.get("config_hash") == cfg.hash() and (run_dir / "ckpt" / "last.pt").exists()
+    return info if done else None
+
+
+def run_cell(cfg_dict: dict, parent_run_id: str | None, tags: dict, threads: int | None = None,
+             start_line: str | None = None) -> dict:
+    """Train one cell; never raises for a failed run: returns {status, reason, step, mlflow_run_id, seconds}."""
+    import torch
+    from catlab.config import from_dict
+    from catlab.trainer import read_info, train
+    if threads:
+        torch.set_num_threads(threads)
+    if start_line:
+        print(start_line, flush=True)
+    cfg, t0 = from_dict(cfg_dict), time.time()
+    run_dir = Path(cfg.run.root) / cfg.run_name()
+    try:
+        r = train(cfg, parent_run_id=parent_run_id, tags=tags)
+        out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
+    except (RunFailed, UserError) as e:
+        out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+    except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
+        out = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
+    if "mlflow_run_id" not in out:
+        info = read_info(run_dir)
+        out.update(step=info.get("step", 0), mlflow_run_id=info.get("mlflow_run_id"))
+    return {**out, "seconds": time.time() - t0}
+
+
+# ---- validation before anything runs ----------------------------------------------------------------
+def preflight(cells: list[Cell]) -> None:
+    """Data that must exist on disk is loaded once, and the device checked, before any cell starts."""
+    from catlab.data import build_dataset
+    from catlab.trainer import pick_device
+    for device in sorted({c.cfg.train.device for c in cells}):
+        pick_device(device)
+    seen = []
+    for c in cells:
+        if c.cfg.data.name != "shapes" and c.cfg.data not in seen:   # generated data cannot be missing
+            seen.append(c.cfg.data)
+            build_dataset(c.cfg.data)
+
+
+# ---- MLflow: the study's parent run ----------------------------------------------------------------
+def open_parent(study, profile: str, overrides: list[str], cells: list[Cell], previous: dict):
+    """(MLflow client, parent run id, created?); reuses study.json's parent for the same profile/overrides."""
+    cfg = cells[0].cfg
+    if not cfg.run.mlflow:
+        return None, None, False
+    from catlab.tracking import MLflow
+    ml = MLflow(cfg.run.tracking_uri)
+    key = sorted(o for o in overrides if not o.startswith("run."))
+    pid = previous.get("parent_run_id")
+    same = previous.get("profile") == profile and \
+        sorted(o for o in previous.get("overrides", []) if not o.startswith("run.")) == key
+    if pid and same and ml.exists(pid):
+        ml.resume(pid)
+        return ml, pid, False
+    pid = ml.create_run(study.name, study.name, {"study": study.name, "profile": profile, "kind": "study"})
+    if pid:
+        ml.log_params(pid, {"study": study.name, "profile": profile, "axes": ",".join(study.axes),
+                            "overrides": " ".join(overrides) or "none"})
+    return ml, pid, True
+
+
+def reap_orphans(ml, study: str, pid: str, cells: list[Cell]) -> None:
+    """Child runs left RUNNING by a killed grid whose run dir never recorded them: mark them KILLED."""
+    from catlab.trainer import read_info
+    known = {read_info(c.run_dir).get("mlflow_run_id") for c in cells}
+    try:
+        runs = ml.runs(study, f"tags.mlflow.parentRunId = '{pid}' and attributes.status = 'RUNNING'")
+    except Exception:  # noqa: BLE001 -- MLflow down: nothing to reap
+        return
+    for run_id in runs.get("run_id", []):
+        if run_id not in known:
+            ml.end(run_id, "KILLED", "orphaned by an interrupted grid")
+
+
+# ---- running the cells ----------------------------------------------------------------------------
+def _fmt_time(s: float) -> str:
+    return f"{s:.0f}s" if s < 90 else f"{s / 60:.1f}min"
+
+
+def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, on_done) -> None:
+    n = len(cells)
+    index = {c.name: i + 1 for i, c in enumerate(cells)}
+
+    def done(c: Cell, res: dict) -> None:
+        print(f"[{index[c.name]}/{n}] {res['status'].lower()} {c.name} in {_fmt_time(res['seconds'])}"
+              + (f" -- {res['reason']}" if res.get("reason") else ""), flush=True)
+        on_done(c, res)
+
+    if workers == 1:
+        for c in todo:
+            start = f"[{index[c.name]}/{n}] start {c.name} -> {c.run_dir}"
+            done(c, run_cell(c.cfg.to_dict(), pid, c.tags(profile), None, start))
+        return
+    import multiprocessing
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    print(f"{len(todo)} cells on {workers} worker processes, {threads} torch thread(s) each", flush=True)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {}
+        for c in todo:
+            cfg = c.cfg.override({"run.progress": False}).to_dict()   # bars of parallel cells would interleave
+            start = f"[{index[c.name]}/{n}] start {c.name} -> {c.run_dir}"
+            futures[pool.submit(run_cell, cfg, pid, c.tags(profile), threads, start)] = c
+        try:
+            for fut in as_completed(futures):
+                try:
+                    res = fut.result()
+                except BrokenProcessPool as e:
+                    res = {"status": "FAILED", "reason": f"worker process died ({e})", "seconds": 0.0}
+                done(futures[fut], res)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+# ---- after the grid: analysis, report, summary ------------------------------------------------------
+def analyse(study: str, profile: str) -> None:
+    try:
+        from analysis.quality import evaluate_study
+    except ImportError as e:
+        print(f"analysis: skipped (analysis.quality is not available: {e})")
+        return
+    import inspect
+    kwargs = {"profile": profile} if "profile" in inspect.signature(evaluate_study).parameters else {}
+    try:
+        evaluate_study(study_dir(study), **kwargs)
+    except Exception as e:  # noqa: BLE001 -- the runs are safe; say how to redo the analysis
+        print(f"analysis: failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              f"redo it with: catlab analyze {study} --debug")
+
+
+def build_report(study: str, profile: str) -> None:
+    try:
+        from reports.build import report
+    except ImportError as e:
+        print(f"report: skipped (reports.build is not available: {e})")
+        return
+    try:
+        report(study, figures_only=False, profile=profile)
+    except Exception as e:  # noqa: BLE001
+        print(f"report: failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+              f"redo it with: catlab report {study} --debug")
+
+
+def print_summary(study, rows: list[dict], ml, pid) -> None:
+    sdir = study_dir(study.name)
+    print(f"\n== {study.name}: cells ({sdir / 'cells.csv'})")
+    print(outputs.status_table(rows, list(study.axes)))
+    try:
+        arms = [",".join(f"{a}={v}" for a, v in arm.items()) if len(arm) > 1 else next(iter(arm.values()))
+                for arm in study.arms()]
+        tables = outputs.quality_tables(sdir, arms)
+    except Exception as e:  # noqa: BLE001 -- a summary the analysis shaped differently: say so, go on
+        tables = f"(could not read {sdir / 'summary.csv'}: {type(e).__name__}: {e})"
+    if tables:
+        print(f"\n== {study.name}: quality and diagnostics\n{tables}")
+    html = os.path.join("reports", "out", study.name, "index.html")
+    print(f"\nreport:  {html if os.path.exists(html) else '(none written)'}")
+    if ml is not None:
+        from catlab.tracking import default_uri
+        print(f"MLflow:  {ml.uri}  (experiment {study.name}, parent run {pid})")
+        print("open it: make mlflow-ui" if ml.uri == default_uri() and "MLFLOW_TRACKING_URI" not in os.environ
+              else f"open it: mlflow ui --backend-store-uri {ml.uri}")
+
+
+# ---- the command ------------------------------------------------------------------------------------
+def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: int = 1,
+           dry_run: bool = False, overrides=(), storage: str | None = None) -> int:
+    """Run (or with dry_run, print) a study's grid. Returns 0, or 1 if any cell failed."""
+    st = get_study(study)
+    n_seeds = check_options(st, profile, seeds, workers)
+    if storage:
+        raise UserError("--storage is not supported yet")
+    overrides = list(overrides)
+    cells = build_grid(st, profile, n_seeds, overrides)
+    if dry_run:
+        print_grid(st, profile, cells)
+        print(f"dry run: nothing trained. Run it with: {command(st.name, profile, n_seeds, overrides)}")
+        return 0
+    preflight(cells)
+
+    sdir = study_dir(st.name)
+    sdir.mkdir(parents=True, exist_ok=True)
+    info_path = sdir / "study.json"
+    ml, pid, created = open_parent(st, profile, overrides, cells, outputs.read_study_json(info_path))
+    results: dict[str, dict] = {}
+
+    def save() -> list[dict]:
+        rows = outputs.cell_rows(cells, results)
+        outputs.write_cells_csv(sdir / "cells.csv", rows)
+        outputs.write_study_json(info_path, {
+            "study": st.name, "profile": profile, "overrides": overrides,
+            "command": command(st.name, profile, n_seeds, overrides), "parent_run_id": pid,
+            "tracking_uri": ml.uri if ml else None, "cells": rows})
+        return rows
+
+    todo = []
+    for c in cells:   # finished cells are skipped here, without building their data
+        info = finished_info(c.run_dir, c.cfg)
+        if info:
+            results[c.name] = {"status": "FINISHED", "reason": "already finished",
+                               "mlflow_run_id": info.get("mlflow_run_id")}
+            if created and pid and info.get("mlflow_run_id"):   # a new parent adopts the old children
+                ml.set_tags(info["mlflow_run_id"], {"mlflow.parentRunId": pid, **c.tags(profile)})
+        else:
+            todo.append(c)
+    save()
+    if pid and ml:
+        reap_orphans(ml, st.name, pid, cells)
+    print(f"{st.name} (profile {profile}): {len(cells)} cells, {len(cells) - len(todo)} already finished, "
+          f"{len(todo)} to run; outputs in {sdir}", flush=True)
+
+    def on_done(c: Cell, res: dict) -> None:
+        results[c.name] = res
+        save()
+
+    try:
+        run_cells(cells, todo, profile, pid, workers, on_done)
+    except KeyboardInterrupt:
+        save()
+        if ml and pid:
+            ml.end(pid, "KILLED", "interrupted by the user")
+        raise
+    rows = save()
+    failed = [r for r in rows if r["status"] != "FINISHED"]
+    if len(failed) < len(rows):
+        analyse(st.name, profile)
+        build_report(st.name, profile)
+    print_summary(st, rows, ml, pid)
+    if ml and pid:
+        for name in ("cells.csv", "study.json"):      # the analysis logs its own tables to the parent
+            if (sdir / name).exists():
+                ml.log_artifact(pid, sdir / name)
+        ml.set_tags(pid, {"cells": len(rows), "failed": len(failed)})
+        ml.end(pid, "FAILED" if failed else "FINISHED",
+               f"{len(failed)} of {len(rows)} cells failed" if failed else "")
+    if failed:
+        print(f"{len(failed)} of {len(rows)} cells did not finish: " + ", ".join(r["cell"] for r in failed))
+    return 1 if failed else 0
