@@ -189,11 +189,14 @@ def heatmap(sd, out_dir, ctx):
         cmap = "rocket" if style.better(metric) == "higher" else "rocket_r"   # light = better
         sns.heatmap(s.to_numpy(), ax=ax, annot=True, fmt=".3g", cmap=cmap, linewidths=0.5,
                     xticklabels=[str(int(c)) for c in s.columns], yticklabels=names if ax is axes[0][0] else False,
-                    cbar_kws={"label": style.metric_label(metric, short=True), "orientation": "horizontal",
-                              "pad": 0.25})
+                    cbar_kws={"label": style.metric_label(metric), "orientation": "horizontal", "pad": 0.33})
         ax.set_xlabel("stage k (1 = coarsest)")
         ax.set_title(style.metric_label(metric, short=True) + ", mean over seeds", fontsize="small")
     axes[0][0].set_ylabel(f"{ax_name}\n(weights of stages 1..{k - 1})")
-    fig.suptitle(f"{sd.name}: the stage-weight presets (colour bar = legend; light = better)")
-    fig.tight_layout()
+    fig.suptitle(f"{sd.name}: the stage-weight presets (light = better)")
+    fig.tight_layout(rect=(0, style.legend_room(fig, 0.3), 1, 1))
+    n = int(summ["n"].max()) if "n" in summ.columns and summ["n"].notna().any() else 0
+    fig.legend(handles=[Patch(facecolor="white", edgecolor="black", label=f"cell: mean over {n} seeds"),
+                        Patch(facecolor="grey", label="colour: the value on the bar below each panel")],
+               loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02))
     return style.save(fig, out_dir, "heatmap"), None

@@ -116,7 +116,8 @@ def metric_label(metric: str, short: bool = False) -> str:
         return f"direction ({name})" + arrow + ("" if short else "\n[cosine, -1 to 1]")
     if head in ("fid", "kid"):
         proto = rest.replace("_", ", ") if rest else ""
-        return f"{head.upper()}" + (f" ({proto})" if proto else "") + arrow
+        unit = {"fid": "Frechet distance of features", "kid": "MMD^2 of features"}[head]
+        return f"{head.upper()}" + (f" ({proto})" if proto else "") + arrow + ("" if short else f"\n[{unit}]")
     return str(metric)
 
 
