@@ -311,10 +311,14 @@ GRIDS = {
 }
 
 
-def test_grid_figures_only_where_the_study_has_the_axis(study, capsys):
+def test_grid_figures_only_where_the_study_has_the_axis(study, built, capsys):
+    import shutil
     from reports.build import report
     root, _ = study
     only = {"fig6", "fig7", "sweep", "heatmap"}
+    search = root / "reports" / "out" / "search-tiny-weight"      # where the search helper puts its plots
+    search.mkdir(parents=True)
+    shutil.copy(built / "fig4.png", search / "optimization_history.png")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         for name, (axes, fig) in GRIDS.items():
@@ -331,3 +335,6 @@ def test_grid_figures_only_where_the_study_has_the_axis(study, capsys):
             assert f"src='{fig}.png'" in html and "fig5 skipped: curve.csv is missing" in html
     err = capsys.readouterr().err
     assert "fig8 skipped" in err
+    html = (root / "reports" / "out" / "tiny-weight" / "index.html").read_text()
+    assert "src='../search-tiny-weight/optimization_history.png'" in html
+    assert "search-tiny-weight" not in (root / "reports" / "out" / "tiny-size" / "index.html").read_text()
