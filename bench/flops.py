@@ -4,7 +4,8 @@
     .venv/bin/python bench/flops.py --step-time     # median of 20 D+G steps of tiny, batch 32, 32x32
 
 The step is the whole trainer step with a plain softplus (non-saturating) loss: D forward on real and
-fake, backward, optimiser step; G forward, D forward, backward, optimiser step. No regulariser, no EMA.
+fake, backward, optimiser step; G forward, D forward (D weights frozen), backward, optimiser step.
+No regulariser, no EMA. The machine's other load shows in the spread: read the median and the min.
 """
 from __future__ import annotations
 
@@ -48,10 +49,12 @@ def step_time(size: str, d_size: str, kind: str, batch: int, resolution: int, pa
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
+        D.requires_grad_(False)                  # G step: no weight gradients for D
         g_loss = F.softplus(-D(G(torch.randn(batch, G.z_dim), y), y)).mean()
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        D.requires_grad_(True)
 
     for _ in range(warmup):
         one_step()
