@@ -1,0 +1,251 @@
+"""`catlab search STUDY --trials N [--storage URL] [--workers N] [--objective fid|fid+misalignment] [--timeout S]
+[--profile cpu|gpu] [KEY=VALUE ...]`: Optuna over the search space declared beside a study.
+
+    search("ablation-consistency-weight", trials=8, workers=2)     # -> 0 once 8 trials are COMPLETE
+
+A trial's config = defaults + study base + profile + SEARCH_BASE[profile] (the search budget) + space(trial) +
+user overrides, with run.root = studies/search-<study>/runs (run dir <hash>-s<seed>: a re-queued trial resumes
+its run). Objective `fid` (default, minimised): the final-scale FID of the trained EMA generator on n fixed (z, y)
+of the seed (EVAL[profile]; the offline domain extractor on the cpu profile). `fid+misalignment`: two objectives
+(FID, mean L2 discrepancy over stages 1..K-1) and a Pareto front. Pruning (median by default, or hyperband) is fed
+by a cheap final-scale FID every `eval_every` steps through the trainer's hooks; Optuna prunes single-objective
+studies only, so fid+misalignment runs every trial to the end.
+
+Storage: optuna/<study>.journal by default (worker processes on one machine), any RDB URL for many machines
+(PostgreSQL; sqlite works for one worker). Running the same command again adds trials until N are COMPLETE;
+trials of a killed worker end FAIL and are re-queued (experiments/search_storage.py). --workers N = N processes.
+MLflow: one parent run per search (its id in the Optuna study's user_attrs), each trial's training run nested
+under it with tags trial, study and trial_state. Outputs: reports/out/<search>/ (experiments/search_report.py).
+--timeout S: no new trial starts after S seconds (running ones finish).
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+from catlab.config import load_config, parse_overrides
+from catlab.errors import UserError
+from experiments import Study
+from experiments.grid import get_study, study_dir
+from experiments.search_report import write_outputs
+from experiments.search_storage import budget_lock, counts, open_storage, resolve
+from experiments.search_worker import Plan, mlflow_client, work, work_entry
+
+# The budget of one trial per profile (a study's `search_base` attribute, when it has one, goes on top).
+# cpu: 8 trials on 2 busy cores in about 15 min with 2 workers; pass train.steps=... for a real search.
+SEARCH_BASE = {
+    "cpu": {"data.n": 2000, "train.steps": 100, "train.batch": 16, "train.log_every": 10,
+            "train.ckpt_every": 50, "train.sample_every": 100},
+    "gpu": {},
+}
+EVAL = {"cpu": {"n_eval": 500, "n_step": 128, "extractor": "domain"},      # final FID n, pruning FID n
+        "gpu": {"n_eval": 10000, "n_step": 2000, "extractor": "auto"}}
+OBJECTIVES = {"fid": ("minimize",), "fid+misalignment": ("minimize", "minimize")}
+PRUNERS = ("median", "hyperband", "none")
+SET_BY_SEARCH = ("run.root", "run.experiment")
+OUT_ROOT = Path("reports") / "out"
+
+
+def search_name(study: str, objective: str = "fid") -> str:
+    """The Optuna study, MLflow experiment and output folder: search-<study> (search-<study>-pareto for two objectives)."""
+    return f"search-{study}" + ("" if objective == "fid" else "-pareto")
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{name} must be an int >= 1, but got {name.lstrip('-')}={value!r}")
+
+
+def check_options(st: Study, trials, workers, objective, timeout, profile, pruner) -> None:
+    import optuna
+    if st.space is None:
+        raise UserError(f"study must declare a search space (space=...), but got study={st.name!r} without one")
+    _positive_int("--trials", trials)
+    _positive_int("--workers", workers)
+    if objective not in OBJECTIVES:
+        raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}, but got objective={objective!r}")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"--timeout must be a number of seconds > 0, but got timeout={timeout!r}")
+    if profile not in st.profiles:
+        raise UserError(f"--profile must be one of {', '.join(st.profiles)}, but got profile={profile!r}")
+    if pruner not in PRUNERS and not isinstance(pruner, optuna.pruners.BasePruner):
+        raise UserError(f"pruner must be one of {', '.join(PRUNERS)}, but got pruner={pruner!r}")
+
+
+def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval, n_step,
+              eval_every, heartbeat, storage) -> tuple[Plan, object]:
+    """The plan every worker follows, and the first trial's config (a probe through the space)."""
+    import optuna
+    user = parse_overrides(list(overrides) if not isinstance(overrides, dict) else overrides)
+    for key in SET_BY_SEARCH:
+        if key in user:
+            raise UserError(f"{key} is set by the search ({study_dir(name) / 'runs'} and experiment {name}), "
+                            f"but got {key}={user[key]}")
+    above = {**user, "run.root": str(study_dir(name) / "runs"), "run.experiment": name}
+    if workers > 1 and "run.progress" not in user:
+        above["run.progress"] = False                      # bars of parallel workers would interleave
+    below = {**st.base, **st.profiles[profile], **SEARCH_BASE.get(profile, {}), **getattr(st, "search_base", {})}
+    ev = {**EVAL.get(profile, EVAL["cpu"]), **{k: v for k, v in (("n_eval", n_eval), ("n_step", n_step)) if v}}
+    for key in ("n_eval", "n_step"):
+        if isinstance(ev[key], bool) or not isinstance(ev[key], int) or ev[key] < 2:
+            raise UserError(f"{key} must be an int >= 2, but got {key}={ev[key]!r}")
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    searched = st.space(probe)
+    clash = sorted(set(searched) & set(user))
+    if clash:
+        raise UserError(f"{clash[0]} is searched by the space of {st.name}; drop the override, "
+                        f"but got {clash[0]}={user[clash[0]]}")
+    cfg = load_config({**below, **searched, **above})
+    t = cfg.train
+    every = eval_every or max(t.log_every, math.ceil(t.steps / 5 / t.log_every) * t.log_every)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1 or every % t.log_every:
+        raise UserError(f"eval_every must be a multiple of train.log_every={t.log_every}, but got eval_every={every!r}")
+    from catlab.metrics.fidelity import protocol_name, resolve_extractor
+    short = resolve_extractor(ev["extractor"])[0]
+    K = cfg.model.stages
+    names = [protocol_name("fid", short, ev["n_eval"], K)] + (["discrepancy_l2_mean"] if objective != "fid" else [])
+    plan = Plan(st.name if get_study_or_none(st.name) is st else st, name, objective, trials, below, above,
+                resolve(storage, st.name), names, protocol_name("fid", short, ev["n_step"], K), t.steps,
+                ev["n_eval"], ev["n_step"], every, ev["extractor"], pruner, int(heartbeat),
+                time.time() + timeout if timeout else None,
+                max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    return plan, cfg
+
+
+def get_study_or_none(name: str):
+    try:
+        return get_study(name)
+    except UserError:
+        return None
+
+
+def preflight(cfg, plan: Plan) -> None:
+    """Device, data and the FID reference statistics (computed once here, so parallel workers only read them)."""
+    from analysis.quality import cache_root, real_pyramid
+    from catlab.metrics.fidelity import quality, reference_key
+    from catlab.trainer import pick_device
+    pick_device(cfg.train.device)
+    key = reference_key(cfg.data.name, cfg.data.resampler, cfg.data.resolution)
+    for n in sorted({plan.n_eval, plan.n_step}):
+        real = real_pyramid(cfg.data, n, [cfg.data.resolution])
+        quality(real, real, metrics=("fid",), extractor=plan.extractor, cache_key=key, cache_root=cache_root())
+
+
+def open_search(plan: Plan, storage, identity: dict, ml):
+    """Create or load the Optuna study, check it searches the same thing, and reuse or create the parent run."""
+    import optuna
+    with budget_lock(plan.storage, plan.name):
+        study = optuna.create_study(study_name=plan.name, storage=storage, load_if_exists=True,
+                                    directions=list(OBJECTIVES[plan.objective]))
+        old = study.user_attrs.get("catlab")
+        if old is None:
+            study.set_user_attr("catlab", identity)
+        elif old != identity:
+            diff = sorted(k for k in identity if old.get(k) != identity[k])
+            raise UserError(f"--storage {plan.storage} holds {plan.name} with another {diff[0]} "
+                            f"({old.get(diff[0])}); use the same options to resume, or another --storage, "
+                            f"but got {diff[0]}={identity[diff[0]]}")
+        pid = study.user_attrs.get("mlflow_parent_run_id")
+        if ml is not None:
+            if pid and ml.exists(pid):
+                ml.resume(pid)
+            else:
+                pid = ml.create_run(plan.name, plan.name, {"kind": "search", "study": identity["study"],
+                                                           "objective": plan.objective, "storage": str(plan.storage)})
+                if pid:
+                    ml.log_params(pid, {**identity, "overrides": " ".join(identity["overrides"]) or "none"})
+                    study.set_user_attr("mlflow_parent_run_id", pid)
+    return study, pid
+
+
+def run_workers(plan: Plan, workers: int) -> list[int]:
+    if workers == 1:
+        return [work(plan, 0)]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=work_entry, args=(plan, i + 1), name=f"search-worker-{i + 1}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    return [p.exitcode for p in procs]
+
+
+def finish(study, plan: Plan, ml, pid, codes: list[int], started: float) -> int:
+    c = counts(study)
+    out = OUT_ROOT / plan.name
+    doc = write_outputs(study, out, plan.names, {"search": plan.name, "storage": str(plan.storage), "counts": c,
+                                                "mlflow_parent_run_id": pid, "tracking_uri": ml.uri if ml else None})
+    reached = c["COMPLETE"] >= plan.trials
+    rec = doc.get("best") or (doc.get("pareto_front") or [None])[0]
+    if ml is not None and pid:
+        if rec:
+            ml.log_metrics(pid, [(n, rec[n], c["COMPLETE"]) for n in plan.names if rec.get(n) is not None])
+            ml.set_tags(pid, {f"best.{k}": v for k, v in rec["params"].items()} | {"best.trial": rec["number"]})
+        for name in ["best.json", "trials.csv", *doc["plots"]]:
+            ml.log_artifact(pid, out / name, "search")
+        if reached:
+            ml.end(pid, "FINISHED")
+    print(f"\n{plan.name}: {c['COMPLETE']} COMPLETE, {c['PRUNED']} PRUNED, {c['FAIL']} FAIL of {plan.trials} wanted "
+          f"({(time.time() - started) / 60:.1f} min)")
+    for r in ([doc["best"]] if doc.get("best") else doc.get("pareto_front", [])):
+        vals = " ".join(f"{n}={r[n]:.4g}" for n in plan.names if r.get(n) is not None)
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        print(f"{'best' if plan.objective == 'fid' else 'pareto'}: trial {r['number']} {vals}  {params}  ({r['run_dir']})")
+    print(f"outputs: {out}/ ({', '.join(['trials.csv', 'best.json', *doc['plots']])})")
+    for note in doc["notes"]:
+        print(f"  note: {note}")
+    print(f"storage: {plan.storage}" + ("" if reached else "  (run the same command again to continue)"))
+    if ml is not None:
+        print(f"MLflow:  {ml.uri}  (experiment {plan.name}, parent run {pid})")
+    dead = [i + 1 for i, code in enumerate(codes) if code and code < 0]
+    if dead:
+        print(f"worker(s) {dead} were killed; their trials ended FAIL and were re-queued")
+    timed_out = plan.deadline is not None and time.time() >= plan.deadline
+    if not reached and timed_out:
+        print(f"timeout: no trial started after the deadline; {c['COMPLETE']} of {plan.trials} COMPLETE")
+    return 0 if reached or (timed_out and not any(code and code > 0 for code in codes)) else 1
+
+
+def search(study, trials: int, storage: str | None = None, workers: int = 1, objective: str = "fid",
+           timeout: float | None = None, overrides=(), profile: str = "cpu", *, pruner="median",
+           n_eval: int | None = None, n_step: int | None = None, eval_every: int | None = None,
+           heartbeat: int = 60) -> int:
+    """Run (or resume) an Optuna search until `trials` trials are COMPLETE. Returns 0, or 1 when it fell short.
+
+    study: a registered study name (or a Study). pruner: median | hyperband | none | an optuna pruner.
+    n_eval / n_step: samples of the final FID / of the pruning FID (default EVAL[profile]); eval_every: steps
+    between pruning evaluations (a multiple of train.log_every; default about steps / 5). heartbeat: seconds
+    between the heartbeats of RDB storages (a trial is stale after 2x)."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    st = study if isinstance(study, Study) else get_study(study)
+    check_options(st, trials, workers, objective, timeout, profile, pruner)
+    name = search_name(st.name, objective)
+    plan, cfg = make_plan(st, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval,
+                          n_step, eval_every, heartbeat, storage)
+    if plan.storage.kind == "sqlite" and workers > 1:
+        print("catlab: warning: sqlite storage locks under parallel workers; use a journal file (the default) "
+              "or PostgreSQL with --workers > 1", file=sys.stderr)
+    preflight(cfg, plan)
+    started, ml = time.time(), mlflow_client(plan)
+    identity = {"study": st.name, "profile": profile, "objective": objective, "metrics": plan.names,
+                "overrides": sorted(f"{k}={v}" for k, v in parse_overrides(list(overrides) if not isinstance(
+                    overrides, dict) else overrides).items() if not k.startswith("run."))}
+    study_obj, pid = open_search(plan, open_storage(plan.storage, plan.heartbeat), identity, ml)
+    c = counts(study_obj)
+    prune = "none (pruning is single-objective only)" if plan.multi else \
+        pruner if isinstance(pruner, str) else type(pruner).__name__
+    print(f"{name}: {trials} COMPLETE trials wanted, {c['COMPLETE']} done; {workers} worker process(es); "
+          f"objective {' + '.join(plan.names)}; pruner {prune}; storage {plan.storage}; "
+          f"runs under {plan.above['run.root']}", flush=True)
+    codes = run_workers(plan, workers)
+    return finish(study_obj, plan, ml, pid, codes, started)

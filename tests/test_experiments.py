@@ -1,0 +1,268 @@
+"""experiments: the study registry and `catlab ablate` (dry run, validation, kill + resume, FAILED cells)."""
+import csv
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import pytest
+
+from catlab.cli import main
+from catlab.config import ConsistencyConfig, load_config
+from catlab.errors import UserError
+from conftest import FAST
+from experiments import STUDIES, Study, register
+from experiments.grid import build_grid
+from experiments.runner import ablate
+
+TINY = FAST + ["train.steps=2", "data.n=64", "train.batch=4"]
+NAMES = ["ablation-consistency", "ablation-scale-weights", "ablation-consistency-stage-weights",
+         "ablation-consistency-weight", "ablation-anchor", "ablation-distance", "ablation-discriminator",
+         "ablation-model-size"]
+CELL_COLUMNS = ["cell", "seed", "consistency", "run_dir", "status", "reason", "config_hash", "mlflow_run_id"]
+
+
+def _cells_csv(workdir, study):
+    with open(workdir / "studies" / study / "cells.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _stub_analysis(monkeypatch, calls):
+    """Fast stand-ins for analysis.quality / reports.build (the real path is tested once, below)."""
+    for name, fn_name in (("analysis.quality", "evaluate_study"), ("reports.build", "report")):
+        mod = types.ModuleType(name)
+        setattr(mod, fn_name, lambda *a, _n=fn_name, **k: calls.append((_n, a, k)) or 0)
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+# ---- the registry -----------------------------------------------------------------------------------
+def test_registry_holds_the_eight_studies_and_refuses_duplicates():
+    assert list(STUDIES) == NAMES
+    with pytest.raises(ValueError, match="already registered"):
+        register(STUDIES["ablation-consistency"])
+    for name, st in STUDIES.items():
+        assert st.name == name and set(st.profiles) == {"cpu", "gpu"} and st.seeds == 3 and st.summary
+        assert f"catlab ablate {name}" in st.doc and "wall time" in st.doc and "outcome" in st.doc.lower()
+        assert st.profiles["cpu"]["data.name"] == "shapes" and st.profiles["cpu"]["model.size"] == "tiny"
+        assert "train.steps" not in {**st.base, **st.profiles["cpu"]}        # the config default
+        assert st.profiles["gpu"]["train.precision"] == "bf16" and st.profiles["gpu"]["data.name"] == "cifar10"
+    on = STUDIES["ablation-consistency"].axes["consistency"]
+    assert on == {"on": {"loss.consistency.weight": ConsistencyConfig.weight},
+                  "off": {"loss.consistency.weight": 0.0}}
+    assert len(STUDIES["ablation-scale-weights"].arms()) == 8
+    assert len(STUDIES["ablation-anchor"].arms()) == 4
+    assert list(STUDIES["ablation-consistency-weight"].axes["weight"]) == ["0", "0.01", "0.03", "0.1", "0.3", "1"]
+
+
+def test_studies_import_no_optuna_and_spaces_give_valid_configs():
+    code = "import sys, experiments; print('optuna' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name, st in STUDIES.items():
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(3):
+            trial = study.ask()
+            overrides = st.space(trial)
+            load_config({**st.base, **st.profiles["cpu"], **overrides})
+            for key in ("loss.consistency.weight", "train.lr_g", "train.lr_d", "loss.reg.gamma"):
+                if key in trial.distributions:
+                    assert trial.distributions[key].log, f"{name}: {key} must be log-uniform"
+        assert trial.params and set(trial.params) == set(overrides)
+
+
+# ---- dry run and validation -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_dry_run_prints_every_cell_and_trains_nothing(workdir, capsys, name):
+    st = STUDIES[name]
+    for profile in ("cpu", "gpu"):
+        assert main(["ablate", name, *TINY, "--profile", profile, "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        cells = build_grid(st, profile, st.seeds, TINY)
+        assert len(cells) == len(st.arms()) * st.seeds
+        assert f"= {len(cells)} cells" in out
+        for c in cells:
+            line = next(ln for ln in out.splitlines() if ln.startswith(c.name + " "))
+            assert c.cfg.hash() in line and all(label in line for label in c.arm.values())
+    assert not (workdir / "studies").exists() and not (workdir / "mlflow.db").exists()
+
+
+def test_dry_run_of_ablation_consistency(workdir, capsys):
+    assert ablate("ablation-consistency", dry_run=True, overrides=TINY) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("ablation-consistency (profile cpu): 2 arms x 3 seeds = 6 cells")
+    assert "train.steps=2" in lines[1] and "data.n=64" in lines[1]       # shared changes, shown once
+    rows = [ln.split() for ln in lines[3:9]]
+    assert [r[0] for r in rows] == [f"consistency={a},seed={s}" for s in range(3) for a in ("on", "off")]
+    assert [r[4] for r in rows] == [f"loss.consistency.weight={w:g}" for _ in range(3)
+                                    for w in (ConsistencyConfig.weight, 0.0)]
+    assert len({r[3] for r in rows}) == 6                                  # six distinct configs
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["ablate", "no-such-study"], "ablation-consistency, ablation-scale-weights"),
+    (["ablate", "ablation-consistency", "train.steps=-1"], "train.steps must be > 0"),
+    (["ablate", "ablation-consistency", "train.nope=1"], "train.nope"),
+    (["ablate", "ablation-consistency", "seed=4"], "use --seeds N"),
+    (["ablate", "ablation-consistency", "--seeds", "0"], "--seeds must be"),
+    (["ablate", "ablation-consistency", "--workers", "0"], "--workers must be"),
+    (["ablate", "ablation-consistency", "--storage", "sqlite:///o.db"], "--storage is not supported yet"),
+])
+def test_bad_input_is_one_line_before_anything_runs(workdir, capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+    assert not (workdir / "studies").exists() and not (workdir / "mlflow.db").exists()
+
+
+def test_an_override_invalid_for_one_cell_only_names_that_cell(workdir, monkeypatch):
+    st = Study("test-stages", "K = 3 or 5", {}, {"cpu": {}}, {"K": {"3": {"model.stages": 3},
+                                                                     "5": {"model.stages": 5}}}, seeds=1)
+    monkeypatch.setitem(STUDIES, st.name, st)
+    with pytest.raises(UserError, match=r"model.stages must be .* \(in cell K=5,seed=0 of test-stages"):
+        ablate(st.name, overrides=TINY + ["data.resolution=8"])
+    assert not (workdir / "studies").exists()
+
+
+# ---- running: kill mid-grid, resume, idempotent -------------------------------------------------------
+WRAPPER = textwrap.dedent("""
+    import sys, types
+    if __name__ == "__main__":            # spawned workers import this file again
+        for name, fn in (("analysis.quality", "evaluate_study"), ("reports.build", "report")):
+            mod = types.ModuleType(name)
+            setattr(mod, fn, lambda *a, **k: 0)
+            sys.modules[name] = mod
+        from catlab.cli import main
+        sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _finished(runs_dir) -> int:
+    n = 0
+    for path in runs_dir.glob("*/run.json"):
+        try:
+            n += json.loads(path.read_text()).get("status") == "FINISHED"
+        except (OSError, ValueError):
+            pass
+    return n
+
+
+def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkeypatch, capsys):
+    import mlflow
+    study = "ablation-consistency"
+    script = workdir / "ablate.py"
+    script.write_text(WRAPPER)
+    argv = [sys.executable, str(script), "ablate", study, *TINY]
+    runs_dir = workdir / "studies" / study / "runs"
+    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and _finished(runs_dir) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    log = proc.communicate()[0]
+    assert proc.returncode == -9, log[-3000:]
+    done_before = _finished(runs_dir)
+    assert 2 <= done_before < 6
+    assert json.loads((workdir / "studies" / study / "study.json").read_text())["parent_run_id"]
+
+    # the same command again (cells of seeds 1-2 now in 2 worker processes): only the missing cells train
+    again = subprocess.run(argv + ["--workers", "2"], cwd=workdir, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"6 cells, {done_before} already finished, {6 - done_before} to run" in again.stdout
+    assert again.stdout.count("] start ") == again.stdout.count("] finished ") == 6 - done_before
+
+    info = json.loads((workdir / "studies" / study / "study.json").read_text())
+    rows = _cells_csv(workdir, study)
+    assert list(rows[0]) == CELL_COLUMNS and [r["status"] for r in rows] == ["FINISHED"] * 6
+    assert info["command"] == f"catlab ablate {study} --profile cpu --seeds 3 " + " ".join(TINY)
+
+    def check_mlflow():
+        runs = mlflow.search_runs(experiment_names=[study])
+        parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+        assert list(parents["run_id"]) == [info["parent_run_id"]] and list(parents["status"]) == ["FINISHED"]
+        children = mlflow.search_runs(experiment_names=[study],
+                                      filter_string=f"tags.mlflow.parentRunId = '{info['parent_run_id']}'")
+        assert (children["status"] == "FINISHED").sum() == 6 and "RUNNING" not in set(children["status"])
+        finished = children[children["status"] == "FINISHED"]
+        assert sorted(finished["tags.cell"]) == sorted(r["cell"] for r in rows)
+        assert sorted(finished["run_id"]) == sorted(r["mlflow_run_id"] for r in rows)
+        assert set(finished["tags.profile"]) == {"cpu"} and set(finished["tags.study"]) == {study}
+        assert set(finished["tags.consistency"]) == {"on", "off"}
+    check_mlflow()
+
+    # a third time, in this process: nothing trains, the parent is reused, the analysis is called once
+    calls = []
+    _stub_analysis(monkeypatch, calls)
+    capsys.readouterr()
+    assert ablate(study, overrides=TINY) == 0
+    out = capsys.readouterr().out
+    assert "6 cells, 6 already finished, 0 to run" in out and "] start " not in out
+    assert [c[0] for c in calls] == ["evaluate_study", "report"]
+    assert str(calls[0][1][0]) == f"studies/{study}" and calls[1][1][0] == study
+    check_mlflow()
+
+
+# ---- a failing cell ---------------------------------------------------------------------------------
+def test_a_failing_cell_is_failed_the_grid_goes_on_and_the_exit_code_is_1(workdir, monkeypatch, capsys):
+    """gamma = 1e300 is a valid config, but its R1 term overflows float32 at step 1: a run-time failure.
+    The one FINISHED cell then goes through the real analysis (cheap settings) and the real report."""
+    import mlflow
+    st = Study("test-failing", "one arm overflows", {}, {"cpu": {}},
+               {"reg": {"boom": {"loss.reg.gamma": 1e300}, "ok": {}}}, seeds=1)
+    monkeypatch.setitem(STUDIES, st.name, st)
+    quality = pytest.importorskip("analysis.quality")
+    import functools
+    import analysis.driver
+    monkeypatch.setitem(analysis.driver.PROFILES, "cpu", {**analysis.driver.PROFILES["cpu"], "n": 32})
+    monkeypatch.setattr(quality, "evaluate_study", functools.partial(
+        quality.evaluate_study, metrics=("fid",), distances=("l2",), drift=False, curve=False, progress=False))
+    assert ablate(st.name, overrides=TINY) == 1
+    out = capsys.readouterr().out
+    assert "[1/2] failed reg=boom,seed=0" in out and "non-finite" in out
+    assert "[2/2] finished reg=ok,seed=0" in out
+    rows = {r["cell"]: r for r in _cells_csv(workdir, st.name)}
+    assert rows["reg=boom,seed=0"]["status"] == "FAILED" and "non-finite" in rows["reg=boom,seed=0"]["reason"]
+    assert rows["reg=ok,seed=0"]["status"] == "FINISHED"
+    runs = mlflow.search_runs(experiment_names=[st.name]).set_index("run_id")
+    parent = json.loads((workdir / "studies" / st.name / "study.json").read_text())["parent_run_id"]
+    assert runs.loc[parent, "status"] == "FAILED"
+    assert runs.loc[rows["reg=boom,seed=0"]["mlflow_run_id"], "status"] == "FAILED"
+    assert runs.loc[rows["reg=ok,seed=0"]["mlflow_run_id"], "status"] == "FINISHED"
+    # the real analysis and report ran on the finished cell, and the summary read their tables
+    assert (workdir / "studies" / st.name / "summary.csv").exists()
+    assert "fid_domain_32 s4" in out and "discrepancy_l2 s1" in out
+    assert "analysis: " not in out and "report: failed" not in out
+    assert (workdir / "reports" / "out" / st.name / "index.html").exists()
+
+
+# ---- the closing summary ----------------------------------------------------------------------------
+def test_summary_tables_read_the_analysis_csvs(tmp_path):
+    """Per arm mean +/- CI half-width (arms in the study's order), final-scale FID only, paired p-values."""
+    import pandas as pd
+    from analysis.stats import paired_tests, summarize
+    from experiments.outputs import quality_tables
+    rows = []
+    for seed in range(3):
+        for arm, shift in (("on", 0.0), ("off", 1.0)):
+            for stage in (1, 2, 3):
+                rows.append({"seed": seed, "consistency": arm, "metric": "discrepancy_l2", "stage": stage,
+                             "value": shift + stage + 0.1 * seed})
+            for stage in (1, 2, 3, 4):
+                rows.append({"seed": seed, "consistency": arm, "metric": "fid_domain_1k", "stage": stage,
+                             "value": 50 + 10 * shift + [0.0, 0.5, 0.2][seed]})
+    table = pd.DataFrame(rows)
+    summarize(table, by=["consistency", "metric", "stage"], method="t").to_csv(tmp_path / "summary.csv", index=False)
+    tests = paired_tests(table, "consistency", pair_col="seed", by=["metric", "stage"])
+    tests.assign(axis="consistency").to_csv(tmp_path / "tests.csv", index=False)
+    lines = quality_tables(tmp_path, ["on", "off"]).splitlines()
+    assert lines[1].split() == ["metric", "on", "off"]
+    body = {ln.split("  ")[0].strip(): ln for ln in lines[2:6]}
+    assert list(body) == ["discrepancy_l2 s1", "discrepancy_l2 s2", "discrepancy_l2 s3", "fid_domain_1k s4"]
+    assert body["discrepancy_l2 s1"].split()[2:] == ["1.1", "±", "0.2484", "2.1", "±", "0.2484"]
+    assert lines[6].startswith("paired p-values") and lines[7].split()[1:] == ["off", "vs", "on"]
+    p = float(tests[(tests.metric == "fid_domain_1k") & (tests.stage == 4)]["p_ttest"].iloc[0])
+    assert lines[-1].split()[:4] == ["fid_domain_1k", "s4", f"{p:.4g}", "/"]
