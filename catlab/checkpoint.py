@@ -21,25 +21,37 @@ from catlab.errors import UserError
 
 
 def atomic_save(obj, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file."""
+    """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file.
+
+    A write that fails (full disk, an error in torch.save) removes its temp file; one left by a killed
+    process is never read (only <name> is) and the next save of <name> overwrites and renames it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def safe_load(path: Path) -> dict:
     """torch.load with weights_only=True, turning a missing or corrupt file into a one-line UserError."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 -- truncated zip, bad pickle, foreign object
         raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); "
                         "delete it to start the run over") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a catlab checkpoint (a dict); "
+                        "delete it to start the run over")
+    return obj
 
 
 def rng_state() -> dict:
@@ -87,10 +99,18 @@ def load_generator(run_dir: str | Path, ema: bool = True, snapshot: str | Path |
     from catlab.models import build_generator
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    ckpt = safe_load(Path(snapshot) if snapshot is not None else run_dir / "ckpt" / "last.pt")
-    G = build_generator(cfg.model, ckpt["meta"]["num_classes"], cfg.data.resolution, ckpt["meta"]["channels"],
-                        resampler=cfg.data.resampler)
-    G.load_state_dict(ckpt["G_ema" if ema or snapshot is not None else "G"])
+    path = Path(snapshot) if snapshot is not None else run_dir / "ckpt" / "last.pt"
+    ckpt = safe_load(path)
+    if ckpt.get("config_hash", cfg.hash()) != cfg.hash():       # snapshots carry no hash
+        raise UserError(f"checkpoint {path} belongs to config {ckpt['config_hash']}, but {run_dir} holds "
+                        f"config {cfg.hash()}; it was copied from another run dir")
+    try:
+        G = build_generator(cfg.model, ckpt["meta"]["num_classes"], cfg.data.resolution,
+                            ckpt["meta"]["channels"], resampler=cfg.data.resampler)
+        G.load_state_dict(ckpt["G_ema" if ema or snapshot is not None else "G"])
+    except (KeyError, TypeError, RuntimeError) as e:   # a foreign or older file: missing keys, other shapes
+        raise UserError(f"checkpoint {path} does not fit the model of {run_dir}/config.json "
+                        f"({type(e).__name__}); it was written by another config") from None
     return G.to(device).eval().requires_grad_(False), cfg
 
 

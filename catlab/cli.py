@@ -121,6 +121,10 @@ def cmd_sample(args) -> int:
         raise UserError(f"--stage must be in 1..{G.num_stages}, but got stage={args.stage}")
     num_classes = G.num_classes
     out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
     g = torch.Generator().manual_seed(args.seed)
     written = 0
     for start in range(0, args.n, 256):

@@ -4,7 +4,10 @@
 - MLflow, on by default: `sqlite:///<repo>/mlflow.db` unless `MLFLOW_TRACKING_URI` (or run.tracking_uri)
   says otherwise. Metrics are buffered and sent in batches when a checkpoint is written, so a killed
   run that resumes never sends a step twice. If the server cannot be reached, training goes on with
-  JSONL alone; one warning says how to sync afterwards (`catlab sync RUN_DIR`).
+  JSONL alone; one warning says how to sync afterwards (`catlab sync RUN_DIR`, `sync_run` below).
+  MLflow's HTTP client retries for minutes by default; here it fails fast unless the user set these:
+  MLFLOW_HTTP_REQUEST_MAX_RETRIES=2, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=10
+  (a dead server costs a run a few seconds once; nothing is lost, since sync replays the JSONL).
 
 This is the only module that imports mlflow.
 """
@@ -18,6 +21,8 @@ import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}      # defaults only: the user's environment wins
 _active: "RunTracker | None" = None
 
 
@@ -49,19 +54,26 @@ def git_commit() -> str:
 
 
 class MLflow:
-    """A thin, failure-tolerant MLflow client: the first error warns once and turns the sink off."""
+    """A thin, failure-tolerant MLflow client: the first error warns once and turns the sink off.
 
-    def __init__(self, uri: str = ""):
+    strict=True (used by `catlab sync`) raises RunFailed instead of warning.
+    """
+
+    def __init__(self, uri: str = "", strict: bool = False):
         self.uri = default_uri(uri)
         self.ok = True
+        self.strict = strict
+        self.run_dir: Path | str = "RUN_DIR"      # named in the warning's sync hint
         self._client = None
 
     @property
     def client(self):
         if self._client is None:
-            logging.getLogger("mlflow").setLevel(logging.ERROR)
-            logging.getLogger("alembic").setLevel(logging.ERROR)
+            for key, value in FAIL_FAST.items():
+                os.environ.setdefault(key, value)
             from mlflow.tracking import MlflowClient
+            logging.getLogger("mlflow").setLevel(logging.ERROR)     # after the import: mlflow sets INFO
+            logging.getLogger("alembic").setLevel(logging.ERROR)
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
@@ -73,9 +85,16 @@ class MLflow:
         except Exception as e:  # noqa: BLE001 -- any MLflow failure must not stop training
             self.ok = False
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            if self.strict:
+                from catlab.errors import RunFailed
+                raise RunFailed(f"MLflow at {self.uri} failed ({first})") from e
             warnings.warn(f"MLflow at {self.uri} failed ({first}); continuing with JSONL only. "
-                          "Sync afterwards with: catlab sync RUN_DIR", stacklevel=3)
+                          f"Sync afterwards with: catlab sync {self.run_dir}", stacklevel=3)
             return None
+
+    def _call(self, method: str, *args, **kwargs):
+        """client.<method>(...) under the guard (building the client can fail too: a bad URI)."""
+        return self._guard(lambda: getattr(self.client, method)(*args, **kwargs))
 
     def experiment_id(self, name: str) -> str | None:
         def get():
@@ -97,7 +116,7 @@ class MLflow:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         exp = self.experiment_id(experiment)
-        run = self._guard(self.client.create_run, exp, tags=tags, run_name=name) if exp else None
+        run = self._call("create_run", exp, tags=tags, run_name=name) if exp else None
         return run.info.run_id if run else None
 
     def exists(self, run_id: str) -> bool:
@@ -111,36 +130,36 @@ class MLflow:
         return bool(self._guard(get))
 
     def status(self, run_id: str) -> str | None:
-        run = self._guard(self.client.get_run, run_id)
+        run = self._call("get_run", run_id)
         return run.info.status if run else None
 
     def resume(self, run_id: str) -> None:
-        self._guard(self.client.update_run, run_id, status="RUNNING")
+        self._call("update_run", run_id, status="RUNNING")
 
     def log_metrics(self, run_id: str, rows: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, int(s)) for k, v, s in rows]
         for i in range(0, len(metrics), 1000):
-            self._guard(self.client.log_batch, run_id, metrics=metrics[i:i + 1000])
+            self._call("log_batch", run_id, metrics=metrics[i:i + 1000])
 
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self._guard(self.client.log_batch, run_id, params=items[i:i + 100])
+            self._call("log_batch", run_id, params=items[i:i + 100])
 
     def set_tags(self, run_id: str, tags: dict) -> None:
         from mlflow.entities import RunTag
-        self._guard(self.client.log_batch, run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._call("log_batch", run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        self._guard(self.client.log_artifact, run_id, str(path), artifact_path)
+        self._call("log_artifact", run_id, str(path), artifact_path)
 
     def end(self, run_id: str, status: str, reason: str = "") -> None:
         if reason:
             self.set_tags(run_id, {"reason": reason})
-        self._guard(self.client.set_terminated, run_id, status)
+        self._call("set_terminated", run_id, status)
 
     def runs(self, experiment: str, filter_string: str = ""):
         """All runs of an experiment as a pandas DataFrame (mlflow.search_runs)."""
@@ -161,6 +180,8 @@ class RunTracker:
         self._jsonl = open(self.jsonl_path, "a")
         self._pending: list[tuple[str, float, int]] = []
         self.mlflow = MLflow(cfg.run.tracking_uri) if cfg.run.mlflow else None
+        if self.mlflow:
+            self.mlflow.run_dir = run_dir
         self.run_id = self._open_mlflow(parent_run_id, tags or {}) if self.mlflow else None
 
     def _truncate_after(self, step: int) -> None:
@@ -177,12 +198,8 @@ class RunTracker:
             self.mlflow.resume(run_id)
             self.mlflow.set_tags(run_id, tags)
             return run_id
-        import catlab
-        all_tags = {"config_hash": self.cfg.hash(), "git_commit": git_commit(),
-                    "catlab_version": catlab.__version__, "dataset": self.cfg.data.name,
-                    "model_size": self.cfg.model.size, "seed": self.cfg.seed,
-                    "run_dir": str(self.run_dir.resolve()), **tags}
-        run_id = self.mlflow.create_run(self.cfg.run.experiment, self.run_dir.name, all_tags, parent_run_id)
+        run_id = self.mlflow.create_run(self.cfg.run.experiment, self.run_dir.name,
+                                        run_tags(self.cfg, self.run_dir, tags), parent_run_id)
         if run_id:
             self.mlflow.log_params(run_id, self.cfg.flat())
             self.mlflow.log_artifact(run_id, self.run_dir / "config.json")
@@ -215,6 +232,14 @@ class RunTracker:
             self.mlflow.end(self.run_id, status, reason)
 
 
+def run_tags(cfg, run_dir: Path, extra: dict | None = None) -> dict:
+    """The tags every run's MLflow run carries."""
+    import catlab
+    return {"config_hash": cfg.hash(), "git_commit": git_commit(), "catlab_version": catlab.__version__,
+            "dataset": cfg.data.name, "model_size": cfg.model.size, "seed": cfg.seed,
+            "run_dir": str(Path(run_dir).resolve()), **(extra or {})}
+
+
 def _line_step(line: str) -> int:
     try:
         return int(json.loads(line)["step"])
@@ -233,3 +258,75 @@ def read_metrics(run_dir: str | Path):
 def activate(tracker: "RunTracker | None") -> None:
     global _active
     _active = tracker
+
+
+# ---- catlab sync RUN_DIR --------------------------------------------------------------------------
+def _jsonl_rows(path: Path) -> list[tuple[str, float, int]]:
+    """(name, value, step) of every whole line of metrics.jsonl (a torn last line is skipped)."""
+    rows = []
+    for ln in path.read_text().splitlines() if path.exists() else []:
+        try:
+            d = json.loads(ln)
+            rows.append((str(d["name"]), float(d["value"]), int(d["step"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return rows
+
+
+def sync_run(run_dir: str | Path) -> int:
+    """Replay a run dir into MLflow: metrics.jsonl, the config as params, config.json and the sample grids.
+
+    Continues the run's own MLflow run (run.json mlflow_run_id) when the store has it, else creates one
+    (and records its id in run.json, so that a resumed run goes on logging there). Only what the MLflow
+    run lacks is sent (metric values by (name, step), params, artifacts by name), so syncing twice sends
+    nothing the second time. The final status of run.json is set on the MLflow run. Returns 0; an MLflow
+    that cannot be reached raises RunFailed (exit 1), a dir that is not a run dir a UserError (exit 2).
+    """
+    from catlab.checkpoint import run_config
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)                                   # UserError unless a run dir
+    info_path = run_dir / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    rows = _jsonl_rows(run_dir / "metrics.jsonl")
+    ml = MLflow(cfg.run.tracking_uri, strict=True)
+    run_id = info.get("mlflow_run_id")
+    if run_id and ml.exists(run_id):
+        how = "continued"
+    else:
+        run_id = ml.create_run(cfg.run.experiment, run_dir.name, run_tags(cfg, run_dir, {"synced": "true"}))
+        how = "created"
+        info["mlflow_run_id"] = run_id
+        tmp = run_dir / "run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(info_path)
+    run = ml.client.get_run(run_id)
+
+    have = {}                                                   # name -> steps already in MLflow
+    for name in sorted({r[0] for r in rows}):
+        have[name] = {m.step for m in ml._call("get_metric_history", run_id, name)}
+    send = [r for r in rows if r[2] not in have[r[0]]]
+    ml.log_metrics(run_id, send)
+    params = {k: v for k, v in cfg.flat().items() if k not in run.data.params}
+    ml.log_params(run_id, params)
+    sent_files = []
+    listed = {f.path for f in ml._call("list_artifacts", run_id)}
+    if "config.json" not in listed:
+        ml.log_artifact(run_id, run_dir / "config.json")
+        sent_files.append("config.json")
+    listed = {f.path for f in ml._call("list_artifacts", run_id, "samples")}
+    for png in sorted((run_dir / "samples").glob("*.png")):
+        if f"samples/{png.name}" not in listed:
+            ml.log_artifact(run_id, png, "samples")
+            sent_files.append(f"samples/{png.name}")
+    status = info.get("status")
+    if status in ("FINISHED", "FAILED", "KILLED") and run.info.status != status:
+        ml.end(run_id, status, info.get("reason", ""))
+
+    steps = sorted({r[2] for r in send})
+    print(f"synced {run_dir} to {ml.uri} (experiment {cfg.run.experiment}, run {run_id}, {how})")
+    print(f"  metrics    {len(send)} values of {len({r[0] for r in send})} names"
+          + (f", steps {steps[0]}..{steps[-1]}" if steps else "") + f" ({len(rows) - len(send)} already there)")
+    print(f"  params     {len(params)} ({len(cfg.flat()) - len(params)} already there)")
+    print(f"  artifacts  {len(sent_files)}" + (f": {', '.join(sent_files)}" if sent_files else ""))
+    print(f"  status     {status or 'unknown'}" + (" (set)" if status and run.info.status != status else ""))
+    return 0

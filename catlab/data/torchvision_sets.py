@@ -5,6 +5,7 @@ e.g. offline) the UserError says in one line where to put them.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,13 @@ def _open(cls, root: Path, download: bool, where: Path, what: str, name: str):
     """Instantiate a torchvision dataset; turn missing files and failed downloads into one-line UserErrors."""
     hint = f"{name} not found under {where}; put {what} there, or pass data.download=true"
     if download:
+        new_dirs = [p for p in (where, *where.parents) if not p.exists()]      # deepest first
         try:
             return cls(str(root), train=True, download=True)
         except Exception as e:                          # URLError, RuntimeError from torchvision, OSError...
+            for d in new_dirs:                          # leave no empty folders behind (files stay)
+                with contextlib.suppress(OSError):
+                    d.rmdir()
             raise UserError(f"{name}: download failed ({_reason(e)}); put {what} under {where} instead") from None
     try:
         return cls(str(root), train=True, download=False)
