@@ -3,8 +3,11 @@
 Variants are resolved once, in `make_phases`: the loop runs a list of phases (D main, lazy D
 regularisation, G main with consistency) and never asks which model, loss or ablation it runs.
 Resume is running the same command again: the run dir is <run.root>/<config hash>-s<seed>, and its
-checkpoint holds every piece of state. Optuna and the diagnostics plug in through `Hooks`; this
-module imports neither.
+checkpoint holds every piece of state (randomness is a function of (seed, rank, step), see StepRNG).
+Optuna and the diagnostics plug in through `Hooks`; this module imports neither.
+Under torchrun each rank runs this same loop on batch / world samples; catlab.distributed averages
+the grads and the stats, and only rank 0 writes. train.compile=true compiles G's and D's forward for
+the phases; the uncompiled modules stay in State (checkpoints, EMA, samples).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from catlab import checkpoint as ckpt
-from catlab import tracking
+from catlab import distributed, tracking
 from catlab.config import Config, save_config
 from catlab.data import Batcher, build_dataset, pyramid
 from catlab.errors import RunFailed, UserError
@@ -54,6 +57,7 @@ class State:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     batcher: Batcher
+    rng: distributed.StepRNG
     step: int = 0
     images_seen: int = 0
 
@@ -89,7 +93,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def build_state(cfg: Config, num_classes: int, channels: int, batcher: Batcher, device) -> State:
+def build_state(cfg: Config, num_classes: int, channels: int, batcher: Batcher, device,
+                rng: distributed.StepRNG | None = None) -> State:
     G, G_ema = (build_generator(cfg.model, num_classes, cfg.data.resolution, channels,
                                 resampler=cfg.data.resampler).to(device) for _ in range(2))
     D = build_discriminator(cfg.model, num_classes, cfg.data.resolution, channels).to(device)
@@ -100,12 +105,15 @@ def build_state(cfg: Config, num_classes: int, channels: int, batcher: Batcher, 
     def adamw(net, lr):
         lr = lr * 768 / net.width if t.width_lr else lr
         return torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.0, 0.99), weight_decay=0.0)
-    return State(G, D, G_ema, adamw(G, t.lr_g), adamw(D, t.lr_d), batcher)
+    rng = rng or distributed.StepRNG(cfg.seed, device=device)
+    return State(G, D, G_ema, adamw(G, t.lr_g), adamw(D, t.lr_d), batcher, rng)
 
 
 def _update(opt, loss, params, clip: float) -> torch.Tensor:
+    params = list(params)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.all_reduce_grads(params)                  # mean over ranks; no-op in one process
     norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
     opt.step()
     return norm
@@ -116,22 +124,25 @@ def _per_scale(prefix: str, v: torch.Tensor) -> dict:
 
 
 def make_phases(cfg: Config, s: State, autocast) -> list[Phase]:
-    """Resolve every variant once: losses, weights, regulariser, distance."""
+    """Resolve every variant once: losses, weights, regulariser, distance, compiled forwards."""
     d_loss_fn, g_loss_fn = ADVERSARIAL[cfg.loss.adversarial]
     reg, rc, cc, clip = cfg.loss.reg, cfg.loss.reg, cfg.loss.consistency, cfg.train.grad_clip
     distance = get_distance(cc.distance)
     weights = lambda logits: scale_weights(cfg.loss.scale_weights, logits.shape[1]).to(logits)  # noqa: E731
+    G, D = (torch.compile(s.G, dynamic=False), torch.compile(s.D, dynamic=False)) if cfg.train.compile \
+        else (s.G, s.D)                                   # same parameters; state_dicts stay uncompiled
+    D_reg = s.D if rc.kind == "exact" else D              # compiled graphs have no double backward
 
     def fakes(y, grad: bool, full: bool = False):
-        z = torch.randn(y.shape[0], s.G.z_dim, device=y.device)
+        z = s.rng.z(y.shape[0], s.G.z_dim)                # this rank's rows of the global batch's z
         with torch.set_grad_enabled(grad), autocast():
-            return s.G(z, y, full=full)
+            return G(z, y, full=full)
 
     def d_main(step, real, y):
         fake = fakes(y, grad=False)
         s.D.requires_grad_(True)
         with autocast():
-            logits = s.D([torch.cat([r, f]) for r, f in zip(real, fake)], torch.cat([y, y])).float()
+            logits = D([torch.cat([r, f]) for r, f in zip(real, fake)], torch.cat([y, y])).float()
         lr, lf = logits.chunk(2)
         per_scale = d_loss_fn(lr, lf)
         loss = (weights(lr) * per_scale).sum()
@@ -142,9 +153,9 @@ def make_phases(cfg: Config, s: State, autocast) -> list[Phase]:
     def d_reg(step, real, y):
         penalty = REGULARISERS[rc.kind]
         with autocast():
-            loss = penalty(s.D, real, y, rc.gamma, sigma=rc.sigma, fraction=rc.fraction)
+            loss = penalty(D_reg, real, y, rc.gamma, sigma=rc.sigma, fraction=rc.fraction)
             if rc.r2:
-                loss = loss + penalty(s.D, fakes(y, grad=False), y, rc.gamma, sigma=rc.sigma,
+                loss = loss + penalty(D_reg, fakes(y, grad=False), y, rc.gamma, sigma=rc.sigma,
                                       fraction=rc.fraction)
         _update(s.opt_d, loss.float() * rc.every, s.D.parameters(), clip)
         return {"d_reg": loss.detach()}
@@ -154,8 +165,8 @@ def make_phases(cfg: Config, s: State, autocast) -> list[Phase]:
         scaled, full = fakes(y, grad=True, full=True)
         with autocast():
             with torch.no_grad():
-                lr = s.D(real, y).float()
-            lf = s.D(scaled, y).float()
+                lr = D(real, y).float()
+            lf = D(scaled, y).float()
         per_scale = g_loss_fn(lr, lf)
         adv = (weights(lf) * per_scale).sum()
         cons, dist = consistency([x.float() for x in full], [x.float() for x in scaled], cc, step, distance)
@@ -177,18 +188,20 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, step: int, decay: flo
 
 
 # ---- the loop -----------------------------------------------------------------------------------
-def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, bar, save) -> tuple[str, str]:
+def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, bar, save, grid) -> tuple[str, str]:
     t, window = cfg.train, (time.perf_counter(), s.step)
-    scales = s.G.scales
+    scales, world = s.G.scales, s.batcher.world
     while s.step < t.steps:
+        s.rng.begin(s.step)
         real, y = next(s.batcher)
         real = pyramid(real, scales, cfg.data.resampler)
         stats = {}
         for phase in phases:
             if s.step % phase.every == 0:
                 stats.update(phase.fn(s.step, real, y))
+        stats = distributed.mean_stats(stats)             # the global batch's stats, on every rank
         update_ema(s.G_ema, s.G, s.step, t.ema, t.ema_warmup)
-        s.step, s.images_seen = s.step + 1, s.images_seen + y.shape[0] * s.batcher.world
+        s.step, s.images_seen = s.step + 1, s.images_seen + y.shape[0] * world
         bad = [k for k in ("d_loss", "g_loss", "cons", "d_reg") if k in stats and not torch.isfinite(stats[k])]
         if bad:
             raise RunFailed(f"non-finite {bad[0]} at step {s.step}")
@@ -196,7 +209,7 @@ def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, ba
             hooks.step_fn(s.step, s)
         if s.step % t.log_every == 0 or s.step == t.steps:
             stats = {k: float(v) for k, v in stats.items()}
-            stats["img_per_s"] = (s.step - window[1]) * y.shape[0] / (time.perf_counter() - window[0])
+            stats["img_per_s"] = (s.step - window[1]) * y.shape[0] * world / (time.perf_counter() - window[0])
             stats["images_seen"] = s.images_seen
             window = (time.perf_counter(), s.step)
             for k, v in stats.items():
@@ -205,12 +218,12 @@ def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, ba
                             cons=f"{stats['cons']:.4f}", img_s=f"{stats['img_per_s']:.0f}", refresh=False)
             if hooks.progress_fn:
                 hooks.progress_fn(s.step, stats, ctx)
-            reason = hooks.abort_fn(s.step) if hooks.abort_fn else None
+            reason = distributed.agree(hooks.abort_fn(s.step) if hooks.abort_fn else None)
             if reason:
                 save(s)
                 return "KILLED", reason
         if s.step % t.sample_every == 0 or s.step == t.steps:
-            tracker.artifact(save_stage_grid(ctx, s.step), "samples")
+            grid(s.step)
         if s.step % t.ckpt_every == 0 or s.step == t.steps:
             save(s)
         bar.update(1)
@@ -274,51 +287,97 @@ def unpack(s: State, state: dict, cfg: Config, path: Path) -> None:
         raise UserError(f"checkpoint {path} does not fit this model ({type(e).__name__}); "
                         "delete it to start over") from None
     s.step, s.images_seen = state["step"], state["images_seen"]
+    world = state["data"].get("world", 1)
+    if world != s.batcher.world:
+        raise UserError(f"checkpoint {path} was written by a run on {world} rank(s), but this run has "
+                        f"{s.batcher.world}; resume with torchrun --nproc_per_node {world} (or start a new run dir)")
     s.batcher.load_state_dict(state["data"])
-    ckpt.set_rng_state(state["rng"])
+    ckpt.set_rng_state(state["rng"])                  # python/numpy; torch is reseeded per step (StepRNG)
+
+
+class NullTracker:
+    """The sinks of ranks other than 0: they log nothing."""
+    run_id = None
+
+    def log(self, *args, **kwargs): ...
+    def artifact(self, *args, **kwargs): ...
+    def tag(self, *args, **kwargs): ...
+    def flush(self): ...
+    def finish(self, *args, **kwargs): ...
+
+
+def _setup_run_dir(cfg: Config, run_dir, meta: dict) -> tuple[Path, dict, dict]:
+    """Rank 0's part of the start: the run dir, its run.json and the fixed evaluation set."""
+    run_dir = prepare_run_dir(cfg, run_dir)
+    return run_dir, read_info(run_dir), eval_set(cfg, run_dir, cfg.model.z_dim, meta["num_classes"])
 
 
 def train(cfg: Config, hooks: Hooks | None = None, run_dir: str | Path | None = None,
           parent_run_id: str | None = None, tags: dict | None = None) -> RunResult:
-    """Train one config to cfg.train.steps, resuming from the run dir's checkpoint if there is one."""
+    """Train one config to cfg.train.steps, resuming from the run dir's checkpoint if there is one.
+
+    Under torchrun (WORLD_SIZE set) this process is one rank: train.batch is the global batch.
+    """
     hooks = hooks or Hooks()
-    device = pick_device(cfg.train.device)
+    env = distributed.init(pick_device(cfg.train.device))
+    try:
+        return _train(cfg, hooks, env, run_dir, parent_run_id, tags)
+    finally:
+        distributed.shutdown(env)
+
+
+def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_id, tags) -> RunResult:
+    device, main = env.device, env.main
+    if cfg.train.batch % env.world:
+        raise UserError(f"train.batch must be divisible by the {env.world} ranks (it is the global batch), "
+                        f"but got batch={cfg.train.batch}")
     data = build_dataset(cfg.data)                    # bad data paths fail here, before anything is written
-    run_dir = prepare_run_dir(cfg, run_dir)
-    info = read_info(run_dir)
+    meta = {"num_classes": data.num_classes, "channels": data.images.shape[1]}
+    run_dir, info, evals = distributed.on_main(lambda: _setup_run_dir(cfg, run_dir, meta))
     last = run_dir / "ckpt" / "last.pt"
     if info.get("status") == "FINISHED" and info.get("step") == cfg.train.steps and last.exists():
         return RunResult(run_dir, "FINISHED", "already finished", info["step"], {}, info.get("mlflow_run_id"))
-    ckpt.seed_everything(cfg.seed)
+    ckpt.seed_everything(cfg.seed)                    # the same initial weights on every rank
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    batcher = Batcher(data, cfg.train.batch, seed=cfg.seed, device=device)
-    meta = {"num_classes": data.num_classes, "channels": data.images.shape[1]}
-    s = build_state(cfg, meta["num_classes"], meta["channels"], batcher, device)
+    batcher = Batcher(data, cfg.train.batch // env.world, seed=cfg.seed, device=device, rank=env.rank,
+                      world=env.world)
+    rng = distributed.StepRNG(cfg.seed, env.rank, env.world, device)
+    s = build_state(cfg, meta["num_classes"], meta["channels"], batcher, device, rng)
     if last.exists():
         unpack(s, ckpt.safe_load(last), cfg, last)
     dtype = torch.bfloat16 if cfg.train.precision == "bf16" else None
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
-    ctx = Context(s, cfg, run_dir, eval_set(cfg, run_dir, s.G.z_dim, meta["num_classes"]), autocast)
-    info.update(meta, config_hash=cfg.hash(), status="RUNNING", reason="", step=s.step)
+    ctx = Context(s, cfg, run_dir, evals, autocast)
+    info.update(meta, config_hash=cfg.hash(), status="RUNNING", reason="", step=s.step, world=env.world)
     tracker = tracking.RunTracker(run_dir, cfg, info, s.step, parent_run_id,
-                                  {**(tags or {}), "device": device.type})
+                                  {**(tags or {}), "device": device.type, "world": env.world}) \
+        if main else NullTracker()
     info["mlflow_run_id"] = tracker.run_id
-    write_info(run_dir, info)
+    write = (lambda **kw: write_info(run_dir, {**info, **kw})) if main else (lambda **kw: None)
+    write()
     tracking.activate(tracker)
+    if not main:                                      # evaluations and pruning run on rank 0 only
+        hooks = Hooks(step_fn=hooks.step_fn)
 
     def save(state: State) -> None:
+        if not main:
+            return
         ckpt.atomic_save(pack(state, cfg, meta), last)
         ckpt.atomic_save({"G_ema": state.G_ema.state_dict(), "meta": meta, "step": state.step},
                          run_dir / "snapshots" / f"ema_{state.step:06d}.pt")
         tracker.flush()
-        write_info(run_dir, {**info, "step": state.step})
+        write(step=state.step)
 
-    bar = tqdm(total=cfg.train.steps, initial=s.step, desc=run_dir.name, disable=not cfg.run.progress,
+    def grid(step: int) -> None:
+        if main:
+            tracker.artifact(save_stage_grid(ctx, step), "samples")
+
+    bar = tqdm(total=cfg.train.steps, initial=s.step, desc=run_dir.name, disable=not (cfg.run.progress and main),
                dynamic_ncols=True, unit="step")
     status, reason = "FAILED", ""
     try:
-        status, reason = _loop(cfg, s, make_phases(cfg, s, autocast), ctx, hooks, tracker, bar, save)
+        status, reason = _loop(cfg, s, make_phases(cfg, s, autocast), ctx, hooks, tracker, bar, save, grid)
     except KeyboardInterrupt:
         status, reason = "KILLED", "interrupted by the user"
         save(s)
@@ -333,5 +392,5 @@ def train(cfg: Config, hooks: Hooks | None = None, run_dir: str | Path | None = 
         bar.close()
         tracker.finish(status, reason)
         tracking.activate(None)
-        write_info(run_dir, {**info, "status": status, "reason": reason, "step": s.step})
+        write(status=status, reason=reason, step=s.step)
     return RunResult(run_dir, status, reason, s.step, {}, tracker.run_id)
