@@ -25,9 +25,17 @@ from experiments.grid import Cell, build_grid, check_options, command, get_study
 
 
 # ---- one cell (also the worker entry point: top level, picklable arguments) ------------------------
+def read_info(run_dir) -> dict:
+    """A cell's run.json ({} when absent or unreadable)."""
+    from catlab.trainer import read_info as read
+    try:
+        return read(Path(run_dir))
+    except (OSError, ValueError):
+        return {}
+
+
 def finished_info(run_dir, cfg) -> dict | None:
     """run.json of a cell that already finished with this config (the trainer's own skip rule)."""
-    from catlab.trainer import read_info
     info = read_info(run_dir)
     done = info.get("status") == "FINISHED" and info.get("step") == cfg.train.steps \
         and info.get("config_hash") == cfg.hash() and (run_dir / "ckpt" / "last.pt").exists()
@@ -39,7 +47,7 @@ def run_cell(cfg_dict: dict, parent_run_id: str | None, tags: dict, threads: int
     """Train one cell; never raises for a failed run: returns {status, reason, step, mlflow_run_id, seconds}."""
     import torch
     from catlab.config import from_dict
-    from catlab.trainer import read_info, train
+    from catlab.trainer import train
     if threads:
         torch.set_num_threads(threads)
     if start_line:
@@ -85,9 +93,12 @@ def open_parent(study, profile: str, overrides: list[str], cells: list[Cell], pr
     pid = previous.get("parent_run_id")
     same = previous.get("profile") == profile and \
         sorted(o for o in previous.get("overrides", []) if not o.startswith("run.")) == key
-    if pid and same and ml.exists(pid):
+    exists = bool(pid) and ml.exists(pid)      # (a run id of another store is simply not found)
+    if exists and same:
         ml.resume(pid)
         return ml, pid, False
+    if exists and ml.status(pid) == "RUNNING":  # a killed grid of another profile/overrides: close it
+        ml.end(pid, "KILLED", "superseded by a run of the study with another profile or overrides")
     pid = ml.create_run(study.name, study.name, {"study": study.name, "profile": profile, "kind": "study"})
     if pid:
         ml.log_params(pid, {"study": study.name, "profile": profile, "axes": ",".join(study.axes),
@@ -97,7 +108,6 @@ def open_parent(study, profile: str, overrides: list[str], cells: list[Cell], pr
 
 def reap_orphans(ml, study: str, pid: str, cells: list[Cell]) -> None:
     """Child runs left RUNNING by a killed grid whose run dir never recorded them: mark them KILLED."""
-    from catlab.trainer import read_info
     known = {read_info(c.run_dir).get("mlflow_run_id") for c in cells}
     try:
         runs = ml.runs(study, f"tags.mlflow.parentRunId = '{pid}' and attributes.status = 'RUNNING'")
@@ -233,10 +243,10 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
     for c in cells:   # finished cells are skipped here, without building their data
         info = finished_info(c.run_dir, c.cfg)
         if info:
-            results[c.name] = {"status": "FINISHED", "reason": "already finished",
-                               "mlflow_run_id": info.get("mlflow_run_id")}
-            if created and pid and info.get("mlflow_run_id"):   # a new parent adopts the old children
-                ml.set_tags(info["mlflow_run_id"], {"mlflow.parentRunId": pid, **c.tags(profile)})
+            results[c.name] = {"status": "FINISHED", "reason": "", "mlflow_run_id": info.get("mlflow_run_id")}
+            child = info.get("mlflow_run_id")
+            if created and pid and child and ml.exists(child):   # a new parent adopts the old children
+                ml.set_tags(child, {"mlflow.parentRunId": pid, **c.tags(profile)})
         else:
             todo.append(c)
     save()

@@ -206,6 +206,18 @@ def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkey
     check_mlflow()
 
 
+def test_children_left_running_by_a_killed_grid_are_closed(workdir):
+    """A grid killed between creating a cell's MLflow run and writing its run.json leaves an orphan."""
+    from catlab.tracking import MLflow
+    from experiments.runner import reap_orphans
+    ml = MLflow()
+    parent = ml.create_run("orphans", "orphans")
+    orphan = ml.create_run("orphans", "lost", parent_run_id=parent)
+    other = ml.create_run("orphans", "elsewhere")
+    reap_orphans(ml, "orphans", parent, [])
+    assert (ml.status(orphan), ml.status(other), ml.status(parent)) == ("KILLED", "RUNNING", "RUNNING")
+
+
 # ---- a failing cell ---------------------------------------------------------------------------------
 def test_a_failing_cell_is_failed_the_grid_goes_on_and_the_exit_code_is_1(workdir, monkeypatch, capsys):
     """gamma = 1e300 is a valid config, but its R1 term overflows float32 at step 1: a run-time failure.
