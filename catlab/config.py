@@ -151,8 +151,8 @@ class LossConfig:
 class TrainConfig:
     steps: int = 600
     batch: int = 32
-    lr_g: float = 1e-3
-    lr_d: float = 1e-3
+    lr_g: float = 2e-3
+    lr_d: float = 2e-3
     width_lr: bool = False          # lr = base * 768 / width (GAT)
     grad_clip: float = 1.0          # 0 = off
     ema: float = 0.99               # EMA decay of G per step
