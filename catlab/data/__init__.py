@@ -1,8 +1,9 @@
 """Datasets and the data pipeline.
 
-`build_dataset(data_cfg)` returns an ImageSet (uint8 images at the final resolution, labels, class names).
+`build_dataset(data_cfg)` returns an ImageSet (uint8 images at the final resolution, labels, class names),
+or for `latents:PATH` a LatentSet (an ImageSet of float latents, see catlab.data.latents).
 `pyramid` cuts images into the K scales; `Batcher` streams training batches from memory.
-Registered names live in `DATASETS`; `imagefolder:PATH` (and, later, `latents:PATH`) are prefixed names.
+Registered names live in `DATASETS`; `imagefolder:PATH` and `latents:PATH` are prefixed names.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def build_dataset(data_cfg, seed: int = 0) -> ImageSet:
     name = data_cfg.name
     check_dataset_name(name)
     if name.startswith("latents:"):
-        raise UserError(f"data.name=latents:PATH is not supported yet, but got name={name!r}")
+        from catlab.data.latents import load_latents
+        return load_latents(name[len("latents:"):], data_cfg, seed=seed)
     if name.startswith("imagefolder:"):
         from catlab.data.imagefolder import load_imagefolder
         return load_imagefolder(name[len("imagefolder:"):], data_cfg, seed=seed)

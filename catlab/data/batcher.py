@@ -19,7 +19,8 @@ class Batcher:
     The stream reads one permutation per epoch (seeded by (seed, epoch)); rank r of `world` reads
     perm[r::world], cut to n // world so that every rank sees as many samples per epoch and the shards
     are disjoint. Batches run on across epoch ends, so the sample sequence does not depend on the
-    batch size and a set smaller than a batch still works. The images live on `device` as uint8;
+    batch size and a set smaller than a batch still works. The images live on `device` as uint8
+    (float sets, i.e. latents, as they are, and batches come out as float32 without any mapping);
     a batch is an index gather, so training never waits for data. `state_dict()` holds (epoch,
     position); `load_state_dict` resumes the stream exactly.
     """
@@ -67,7 +68,8 @@ class Batcher:
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.next_indices()
-        return to_float(self.images[idx]), self.labels[idx]
+        x = self.images[idx]
+        return (to_float(x) if x.dtype == torch.uint8 else x.float()), self.labels[idx]
 
     def __iter__(self):
         return self

@@ -1,0 +1,166 @@
+"""`latents:PATH`: the paper's own setting, a GAN trained on VAE latents (e.g. SD-VAE, 32 x 32 x 4).
+
+PATH is an .npz with
+    latents       (N, C, H, W) float (float16 is kept as float16 in memory; anything else becomes float32)
+    labels        (N,) int, in [0, num_classes)
+    scale_factor  optional scalar, default 1.0: the latents are multiplied by it on load, so the model trains
+                  on latents * scale_factor (SD-VAE: store the raw posterior latents and 0.18215, or store
+                  already scaled latents and leave it out). A decoder divides by it again.
+    class_names   optional (num_classes,) str
+data.resolution must equal H (= W); the models get C channels in and out (the trainer passes the data's
+channels). data.n keeps a seeded subset (0 = all), like imagefolder. The latents are not mapped to
+[-1, 1]: the Batcher passes float sets through as they are, and the pyramid, the losses and the
+misalignment diagnostics (L2 in latent space) work on them unchanged.
+
+Pixel metrics (FID, LPIPS) need pixels: `load_decoder()` loads a local diffusers AutoencoderKL from
+$CATLAB_VAE (diffusers is an optional dependency). Without one it prints a one-line notice and returns
+None, and pixel metrics are skipped. `decode_stages` decodes each stage at its own latent scale
+(s_k latent px -> 8 s_k px for SD-VAE), in batches.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from catlab.data.base import ImageSet
+from catlab.errors import UserError
+
+PREFIX = "latents:"
+VAE_ENV = "CATLAB_VAE"
+_noticed: set[str] = set()
+
+
+@dataclass
+class LatentSet(ImageSet):
+    """An ImageSet whose `images` are float latents (N, C, H, W), already multiplied by scale_factor."""
+    scale_factor: float = 1.0
+
+    def __post_init__(self):
+        x = self.images
+        if not x.is_floating_point() or x.dim() != 4 or x.shape[2] != x.shape[3]:
+            raise ValueError(f"LatentSet.images must be float (N, C, H, H), got {x.dtype} {tuple(x.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != (x.shape[0],):
+            raise ValueError(f"LatentSet.labels must be int64 (N,), got {self.labels.dtype} {tuple(self.labels.shape)}")
+        if not self.class_names:
+            self.class_names = [str(i) for i in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"LatentSet has {self.num_classes} classes but {len(self.class_names)} class names")
+
+
+def is_latent(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def _fail(path, what: str):
+    raise UserError(f"data.name=latents:PATH must name an .npz with {what}, but got name='latents:{path}'")
+
+
+def _read(path: Path):
+    if not path.is_file():
+        _fail(path, "latents (N, C, H, W) and labels (N,) (the file does not exist)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 -- not a zip, truncated, pickled objects
+        _fail(path, f"latents and labels (it cannot be read: {type(e).__name__})")
+
+
+def read_scale_factor(path: str | Path) -> float:
+    """The scale_factor stored in a latents .npz (1.0 if absent), without loading the latents."""
+    with _read(Path(path).expanduser()) as f:
+        return float(f["scale_factor"].reshape(-1)[0]) if "scale_factor" in f.files else 1.0
+
+
+def load_latents(path: str | Path, data_cfg, seed: int = 0) -> LatentSet:
+    """The LatentSet of an .npz (see the module docstring), checked against data_cfg."""
+    path = Path(path).expanduser()
+    with _read(path) as f:
+        for key in ("latents", "labels"):
+            if key not in f.files:
+                _fail(path, f"a '{key}' array (it has {', '.join(f.files) or 'nothing'})")
+        lat, lab = f["latents"], f["labels"]
+        scale = f["scale_factor"] if "scale_factor" in f.files else np.ones(1)
+        names = [str(n) for n in f["class_names"]] if "class_names" in f.files else []
+    if lat.ndim != 4 or lat.shape[2] != lat.shape[3] or lat.dtype.kind != "f" or lat.shape[0] == 0:
+        _fail(path, f"float latents (N, C, H, H), not {lat.dtype} {lat.shape}")
+    if lab.shape != (lat.shape[0],) or lab.dtype.kind not in "iu" or (lab.size and lab.min() < 0):
+        _fail(path, f"labels (N,) int >= 0 for N={lat.shape[0]}, not {lab.dtype} {lab.shape}")
+    try:
+        scale = float(scale.reshape(-1)[0]) if scale.size == 1 else math.nan
+    except (TypeError, ValueError):
+        scale = math.nan
+    if not (math.isfinite(scale) and scale > 0):
+        _fail(path, "a scale_factor that is one finite number > 0")
+    if lat.shape[-1] != data_cfg.resolution:
+        raise UserError(f"data.resolution must equal the latents' size {lat.shape[-1]} for {data_cfg.name}, "
+                        f"but got resolution={data_cfg.resolution}")
+    n = len(lat)
+    keep = np.arange(n)
+    if data_cfg.n and data_cfg.n < n:
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(n, generator=g)[:data_cfg.n].sort().values.numpy()
+    x = torch.from_numpy(np.ascontiguousarray(lat[keep]))
+    x = x if x.dtype == torch.float16 else x.float()
+    x = x * scale if scale != 1.0 else x                     # (N, C, H, H)
+    if not torch.isfinite(x).all():
+        _fail(path, "finite latents (it holds NaN or inf)")
+    labels = torch.from_numpy(lab[keep].astype(np.int64))
+    num_classes = max(int(lab.max()) + 1, len(names))
+    if names and len(names) != num_classes:
+        _fail(path, f"class_names for all {num_classes} classes, not {len(names)}")
+    return LatentSet(x, labels, num_classes, data_cfg.name, names, scale_factor=scale)
+
+
+# ---- decoding to pixels (optional; diffusers) ---------------------------------------------------
+def notice(message: str) -> None:
+    """A one-line notice on stderr, once per process."""
+    if message not in _noticed:
+        _noticed.add(message)
+        print(f"catlab: {message}", file=sys.stderr)
+
+
+class LatentDecoder:
+    """latents as trained (times scale_factor) (B, C, h, w) -> pixels float [-1, 1] (B, 3, 8h, 8w), in batches."""
+
+    def __init__(self, vae, scale_factor: float = 1.0, batch: int = 64):
+        self.vae, self.scale_factor, self.batch = vae, scale_factor, batch
+        p = next(vae.parameters(), None) if hasattr(vae, "parameters") else None
+        self.device = p.device if p is not None else torch.device("cpu")
+        self.dtype = p.dtype if p is not None else torch.float32
+
+    @torch.no_grad()
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        out = []
+        for part in latents.split(self.batch):
+            z = part.to(self.device, self.dtype) / self.scale_factor
+            out.append(self.vae.decode(z).sample.float().clamp(-1, 1).cpu())
+        return torch.cat(out)
+
+
+def load_decoder(scale_factor: float = 1.0, path: str | None = None, device="cpu") -> LatentDecoder | None:
+    """The AutoencoderKL at path (else $CATLAB_VAE), or None with a one-line notice when none is given."""
+    path = path or os.environ.get(VAE_ENV) or ""
+    if not path:
+        notice(f"latent run without a decoder: pixel metrics (FID, LPIPS) skipped; set {VAE_ENV}=PATH "
+               "to a local diffusers AutoencoderKL folder to decode samples")
+        return None
+    if not Path(path).expanduser().exists():
+        raise UserError(f"{VAE_ENV} must name a local diffusers AutoencoderKL folder, but got {VAE_ENV}={path!r} "
+                        "(it does not exist)")
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise UserError(f"{VAE_ENV}={path} needs the optional dependency diffusers (pip install diffusers), "
+                        "but it is not installed") from None
+    vae = AutoencoderKL.from_pretrained(str(Path(path).expanduser()), local_files_only=True)
+    return LatentDecoder(vae.to(device).eval().requires_grad_(False), scale_factor)
+
+
+def decode_stages(stages: list[torch.Tensor], decoder: LatentDecoder) -> list[torch.Tensor]:
+    """K stage latents (N, C, s_k, s_k), coarse to fine -> K pixel images (N, 3, f s_k, f s_k) in [-1, 1]."""
+    return [decoder(x) for x in stages]
