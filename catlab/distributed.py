@@ -169,7 +169,10 @@ class StepRNG:
         self.gen = torch.Generator(self.device)
 
     def begin(self, step: int) -> None:
-        torch.manual_seed(mix_seed(self.seed, self.rank, step))
+        noise = mix_seed(self.seed, self.rank, step)
+        torch.random.default_generator.manual_seed(noise)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(noise)                 # this rank's device only (not every visible GPU)
         self.gen.manual_seed(mix_seed(self.seed, -1, step))
 
     def z(self, n: int, dim: int) -> torch.Tensor:
