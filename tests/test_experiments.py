@@ -172,8 +172,8 @@ def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkey
     # the same command again (cells of seeds 1-2 now in 2 worker processes): only the missing cells train
     again = subprocess.run(argv + ["--workers", "2"], cwd=workdir, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert f"6 cells, {done_before} already finished, {6 - done_before} to run" in again.stdout
-    assert again.stdout.count("] start ") == again.stdout.count("] finished ") == 6 - done_before
+    assert f"6 cells, {done_before} already finished, {6 - done_before} to run" in again.stdout, again.stdout
+    assert again.stdout.count("] start ") == again.stdout.count("] finished ") == 6 - done_before, again.stdout
 
     info = json.loads((workdir / "studies" / study / "study.json").read_text())
     rows = _cells_csv(workdir, study)
