@@ -14,7 +14,7 @@ from catlab.errors import RunFailed, UserError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(message)
 
 
 def _overrides(p):
@@ -193,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # overrides may also come after options: `catlab ablate S --dry-run train.steps=2`
+            if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides = [*args.overrides, *extra]
         return COMMANDS[args.command](args)
     except UserError as e:
         if debug:
