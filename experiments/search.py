@@ -135,8 +135,8 @@ def preflight(cfg, plan: Plan) -> None:
         quality(real, real, metrics=("fid",), extractor=plan.extractor, cache_key=key, cache_root=cache_root())
 
 
-def open_search(plan: Plan, storage, identity: dict, ml):
-    """Create or load the Optuna study, check it searches the same thing, and reuse or create the parent run."""
+def open_search(plan: Plan, storage, identity: dict):
+    """Create or load the Optuna study, and check that it searches the same thing as this command."""
     import optuna
     with budget_lock(plan.storage, plan.name):
         study = optuna.create_study(study_name=plan.name, storage=storage, load_if_exists=True,
@@ -149,17 +149,25 @@ def open_search(plan: Plan, storage, identity: dict, ml):
             raise UserError(f"--storage {plan.storage} holds {plan.name} with another {diff[0]} "
                             f"({old.get(diff[0])}); use the same options to resume, or another --storage, "
                             f"but got {diff[0]}={identity[diff[0]]}")
+    return study
+
+
+def parent_run(study, plan: Plan, identity: dict, ml) -> str | None:
+    """The search's MLflow parent run: the one named in the study's user_attrs, else a new one (under the lock,
+    so concurrent first starts, even on other machines, agree on one)."""
+    if ml is None:
+        return None
+    with budget_lock(plan.storage, plan.name):
         pid = study.user_attrs.get("mlflow_parent_run_id")
-        if ml is not None:
-            if pid and ml.exists(pid):
-                ml.resume(pid)
-            else:
-                pid = ml.create_run(plan.name, plan.name, {"kind": "search", "study": identity["study"],
-                                                           "objective": plan.objective, "storage": str(plan.storage)})
-                if pid:
-                    ml.log_params(pid, {**identity, "overrides": " ".join(identity["overrides"]) or "none"})
-                    study.set_user_attr("mlflow_parent_run_id", pid)
-    return study, pid
+        if pid and ml.exists(pid):
+            ml.resume(pid)
+            return pid
+        pid = ml.create_run(plan.name, plan.name, {"kind": "search", "study": identity["study"],
+                                                   "objective": plan.objective, "storage": str(plan.storage)})
+        if pid:
+            ml.log_params(pid, {**identity, "overrides": " ".join(identity["overrides"]) or "none"})
+            study.set_user_attr("mlflow_parent_run_id", pid)
+    return pid
 
 
 def run_workers(plan: Plan, workers: int) -> list[int]:
@@ -235,12 +243,13 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     if plan.storage.kind == "sqlite" and workers > 1:
         print("catlab: warning: sqlite storage locks under parallel workers; use a journal file (the default) "
               "or PostgreSQL with --workers > 1", file=sys.stderr)
-    preflight(cfg, plan)
     started, ml = time.time(), mlflow_client(plan)
     identity = {"study": st.name, "profile": profile, "objective": objective, "metrics": plan.names,
                 "overrides": sorted(f"{k}={v}" for k, v in parse_overrides(list(overrides) if not isinstance(
                     overrides, dict) else overrides).items() if not k.startswith("run."))}
-    study_obj, pid = open_search(plan, open_storage(plan.storage, plan.heartbeat), identity, ml)
+    study_obj = open_search(plan, open_storage(plan.storage, plan.heartbeat), identity)
+    preflight(cfg, plan)
+    pid = parent_run(study_obj, plan, identity, ml)
     c = counts(study_obj)
     prune = "none (pruning is single-objective only)" if plan.multi else \
         pruner if isinstance(pruner, str) else type(pruner).__name__

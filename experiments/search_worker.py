@@ -113,11 +113,13 @@ def pruning_hooks(trial, plan: Plan):
         ctx.report(plan.step_name, value)
         if not plan.multi:
             trial.report(value, step)
-            fresh[step] = step < ctx.cfg.train.steps
+            if step < ctx.cfg.train.steps:
+                fresh[step] = value
 
     def abort_fn(step):
-        if fresh.pop(step, False) and trial.should_prune():
-            return f"pruned at step {step} ({plan.step_name}={trial.intermediate_values.get(step, float('nan')):.4g})"
+        if step in fresh and trial.should_prune():
+            return f"pruned at step {step} ({plan.step_name}={fresh[step]:.4g})"
+        fresh.pop(step, None)
         return None
     return Hooks(progress_fn=progress_fn, abort_fn=abort_fn)
 
