@@ -299,7 +299,7 @@ def sync_run(run_dir: str | Path) -> int:
         tmp = run_dir / "run.json.tmp"
         tmp.write_text(json.dumps(info, indent=2) + "\n")
         tmp.replace(info_path)
-    run = ml.client.get_run(run_id)
+    run = ml._call("get_run", run_id)
 
     have = {}                                                   # name -> steps already in MLflow
     for name in sorted({r[0] for r in rows}):
