@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 usage or validation error (one line on stderr); 1 a run
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def cmd_train(args) -> int:
         return _plan(cfg, args.run_dir)
     from catlab.trainer import train
     result = train(cfg, run_dir=args.run_dir)
-    print(f"{result.status}: {result.run_dir} (step {result.step})" + (f" -- {result.reason}" if result.reason else ""))
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{result.status}: {result.run_dir} (step {result.step})" + (f" -- {result.reason}" if result.reason else ""))
     return 0 if result.status in ("FINISHED",) else 1
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from catlab.config import ConsistencyConfig, parse_weights, SCALE_WEIGHT_PRESETS, STAGE_WEIGHT_PRESETS
 
@@ -131,7 +132,8 @@ def exact_r1(D, images: list[torch.Tensor], y: torch.Tensor, gamma: float, fract
              **_) -> torch.Tensor:
     """Exact R1/R2 (Mescheder et al., 2018): gamma/2 * E[|grad_x sum_k D_k(x)|^2] over all scales."""
     images, y = _subset([x.detach().requires_grad_(True) for x in images], y, fraction)
-    grads = torch.autograd.grad(D(images, y).sum(), images, create_graph=True)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernels have no double backward
+        grads = torch.autograd.grad(D(images, y).sum(), images, create_graph=True)
     return gamma / 2 * sum(g.pow(2).flatten(1).sum(1) for g in grads).mean()
 
 

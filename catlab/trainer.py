@@ -378,9 +378,8 @@ def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_
     status, reason = "FAILED", ""
     try:
         status, reason = _loop(cfg, s, make_phases(cfg, s, autocast), ctx, hooks, tracker, bar, save, grid)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the state may be mid-step: keep the last checkpoint, which resumes exactly
         status, reason = "KILLED", "interrupted by the user"
-        save(s)
         raise
     except RunFailed as e:
         reason = str(e)

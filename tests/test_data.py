@@ -34,7 +34,7 @@ def test_registry_names_and_duplicates():
     for bad in ("foo", "imagefolder:", "Shapes"):
         with pytest.raises(UserError, match="data.name must be one of shapes, cifar10, mnist"):
             check_dataset_name(bad)
-    with pytest.raises(UserError, match="latents:PATH is not supported yet"):
+    with pytest.raises(UserError, match="latents:PATH must name an .npz"):
         build_dataset(data_cfg(name="latents:/tmp/x"))
 
 

@@ -112,3 +112,13 @@ def test_r1_analytic():
     # over 4096 samples its mean is within 10 % (4.5 sd)
     assert approx_r1(D, x, y, gamma=1.0, sigma=0.01).item() == pytest.approx(expected.item(), rel=0.10)
     assert approx_r1(D, x, y, gamma=1.0, fraction=0.25).item() == pytest.approx(expected.item(), rel=0.2)
+
+
+def test_exact_r1_runs_through_the_vit_discriminator():
+    """Double backward through the ViT's attention (the fused CPU kernels lack it)."""
+    from catlab.models import build_discriminator
+    D = build_discriminator(ModelConfig(), num_classes=10, resolution=32)
+    images = [torch.randn(2, 3, s, s) for s in (4, 8, 16, 32)]
+    penalty = exact_r1(D, images, torch.arange(2), gamma=1.0)
+    penalty.backward()
+    assert penalty.item() > 0 and D.out.linear.weight.grad is not None
