@@ -215,7 +215,7 @@ def analyze(target: str, metrics=None, n: int | None = None, profile: str = "cpu
         print(f"wrote {path / 'analysis.csv'}")
         return 0
     table = evaluate_study(path, n=n, metrics=quality, distances=distances, batch=opts["batch"],
-                           device=opts["device"], profile=profile, curve=bool(quality))
+                           device=opts["device"], profile=profile)
     info = table.attrs["info"]
     summary = info["summary"]
     print(f"{path}: {table['cell'].nunique()} cells, n={n}, extractor {info['fid_extractor'] or '-'}; "

@@ -28,12 +28,12 @@ import pandas as pd
 import torch
 
 from analysis.misalignment import METRICS as DIAGNOSTICS, cross_scale_metrics, resolve_distance
-from catlab.checkpoint import atomic_save, load_generator, safe_load, snapshots
+from catlab.checkpoint import atomic_save, load_generator, run_config, safe_load, snapshots
 from catlab.errors import UserError
 
 EVAL_N = 256                      # the size of a run's eval_set.pt
 REAL_SEED = 0                     # the real subset: one per dataset and n, shared by every run and seed
-MEMO_VERSION = 1                  # bump when a change in analysis changes results
+MEMO_VERSION = 2                  # bump when a change in analysis changes results
 _REAL: dict[str, list[torch.Tensor]] = {}   # in-process memo of real pyramids (a study builds its data once)
 
 
@@ -131,6 +131,12 @@ def diagnostics(stages, distances, resampler: str = "area", batch: int = 256) ->
     return rows
 
 
+def kid_subset(n: int) -> int:
+    """KID subset size: torch-fidelity's 1000, but at most n/2, so that the 100 subsets differ (at n = 1000 a
+    subset of 1000 is the whole set every time: kid_std 0 and 4x the kernel cost for the same mean)."""
+    return max(2, min(1000, n // 2))
+
+
 def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto") -> tuple[list, dict]:
     """(metric, stage 1..K, value) rows of catlab.metrics' quality() per scale, and its info."""
     from catlab.data import to_uint8
@@ -141,7 +147,7 @@ def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto") ->
     fake = [f.expand(-1, 3, -1, -1) if f.shape[1] == 1 else f for f in fake]
     key = reference_key(data_cfg.name, data_cfg.resampler, data_cfg.resolution)
     res = quality(fake, real, metrics=tuple(metrics), extractor=extractor, cache_key=key,
-                  cache_root=cache_root())
+                  cache_root=cache_root(), kid_subset_size=kid_subset(n))
     rows = []
     for name, value in res.items():
         m = re.fullmatch(r"(.+)_s(\d+)", name)
@@ -150,6 +156,9 @@ def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto") ->
 
 
 def fingerprint(path: Path) -> list:
+    """[name, size, mtime_ns] of a checkpoint file: what says it changed."""
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint {path} does not exist (has the run saved a checkpoint yet?)")
     st = Path(path).stat()
     return [Path(path).name, st.st_size, st.st_mtime_ns]
 
@@ -176,11 +185,14 @@ def memo(run_dir: Path, kind: str, spec: dict, compute, reuse: bool = True) -> p
         return df
     df = compute()
     df.attrs.setdefault("info", {})["reused"] = False
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"spec": spec, "columns": list(df.columns), "rows": df.values.tolist(),
-                               "info": df.attrs["info"]}, default=str))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"spec": spec, "columns": list(df.columns), "rows": df.values.tolist(),
+                                   "info": df.attrs["info"]}, default=str))
+        tmp.replace(path)
+    except OSError:                                          # a read-only run dir: nothing kept, nothing lost
+        pass
     return df
 
 
@@ -205,11 +217,12 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2"
         raise UserError(f"n must be an int >= 2, but got n={n!r}")
     run_dir = Path(run_dir)
     metrics, distances = tuple(metrics or ()), tuple(distances or ())
-    G, cfg = load_generator(run_dir, device=device)
+    cfg = run_config(run_dir)
     spec = {"ckpt": fingerprint(run_dir / "ckpt" / "last.pt"), "n": n, "metrics": metrics, "distances": distances,
             "extractor": extractor_id(extractor, metrics), "device": torch.device(device).type}
 
     def compute() -> pd.DataFrame:
+        G, _ = load_generator(run_dir, device=device)
         step = int(read_json(run_dir / "run.json").get("step") or safe_load(run_dir / "ckpt" / "last.pt")["step"])
         stages = generate(G, *fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes), batch)
         rows = diagnostics(stages, distances, cfg.data.resampler, batch)
@@ -263,7 +276,7 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid"), dist
                    progress: bool = True, reuse: bool = True) -> pd.DataFrame:
     """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
     stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True) and curve.csv (curve=True,
-    the first quality metric at every snapshot, curve_n samples, default n); logs the summary to the study's
+    the first quality metric at every snapshot, curve_n samples, default n; none without metrics); logs the summary to the study's
     parent MLflow run. n, batch, device default to the profile's (analysis.driver.PROFILES). reuse: read unchanged runs'
     results back from their analysis/ folders. Returns the table (attrs["info"]: summary, tests, axes...)."""
     from analysis.driver import log_study, per_cell, profile_options, read_cells, study_tests
@@ -291,8 +304,8 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid"), dist
     if drift:
         from analysis.drift import study_drift
         study_drift(study_dir, progress=progress, batch=batch, device=device, reuse=reuse)
-    if curve:
-        first = tuple(metrics)[:1] or ("fid",)
+    if curve and metrics:
+        first = tuple(metrics)[:1]
         per_cell(cells, axes, lambda r: quality_curve(r, curve_n or n, first, extractor, batch, device,
                                                       reuse=reuse), f"curve {study_dir.name}", progress
                  ).to_csv(study_dir / "curve.csv", index=False)

@@ -97,6 +97,7 @@ def test_evaluate_run_names_values_cache_and_mlflow(run, monkeypatch):
     assert first["value"].map(math.isfinite).all()
     for metric, stages in first.groupby("metric")["stage"]:
         assert sorted(stages) == ([1, 2, 3] if metric in DIAG else [1, 2, 3, 4]), metric
+    assert (first[first["metric"] == f"kid_std_domain_{N}"]["value"] > 0).all()    # subsets of N/2: they differ
     direction = first[first["metric"] == "direction_l2"].set_index("stage")["value"]
     assert direction[3] == pytest.approx(1.0)                  # x_{K-1}'s next stage is the final one
     # logged to the run's own MLflow run at the final step
