@@ -68,6 +68,10 @@ def split_metrics(metrics) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if bad:
         raise UserError(f"--metrics must name quality metrics ({', '.join(QUALITY)}) or distances "
                         f"({', '.join(DISTANCES)}), but got metrics={bad[0]!r}")
+    from catlab.metrics.lpips_distance import TRUNK_FILES, trunk_weights_path
+    for m in metrics:                                        # a missing trunk fails now, not after sampling
+        if m.startswith("lpips-") and m[6:] in TRUNK_FILES:
+            trunk_weights_path(m[6:])
     return tuple(m for m in metrics if m in QUALITY), tuple(m for m in metrics if m in DISTANCES)
 
 

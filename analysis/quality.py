@@ -275,10 +275,11 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid"), dist
                    profile: str = "cpu", drift: bool = True, curve: bool = True, curve_n: int | None = None,
                    progress: bool = True, reuse: bool = True) -> pd.DataFrame:
     """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
-    stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True) and curve.csv (curve=True,
-    the first quality metric at every snapshot, curve_n samples, default n; none without metrics); logs the summary to the study's
-    parent MLflow run. n, batch, device default to the profile's (analysis.driver.PROFILES). reuse: read unchanged runs'
-    results back from their analysis/ folders. Returns the table (attrs["info"]: summary, tests, axes...)."""
+    stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True) and curve.csv (curve=True:
+    the first quality metric at every snapshot, curve_n samples, default n; none without metrics); logs the
+    summary to the study's parent MLflow run. n, batch, device default to the profile's
+    (analysis.driver.PROFILES). reuse: read unchanged runs' results back from their analysis/ folders.
+    Returns the table (attrs["info"]: summary, tests, axes, runs' infos, parent_run_id)."""
     from analysis.driver import log_study, per_cell, profile_options, read_cells, study_tests
     from analysis.stats import summarize
     from catlab.checkpoint import run_config

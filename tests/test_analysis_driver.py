@@ -148,6 +148,8 @@ def test_analyze_offline_notices_and_errors(run, capsys, monkeypatch):
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="--metrics must name"):
         analyze(str(run), metrics=["fid", "lpips-nope"])
+    with pytest.raises(UserError, match="lpips-alex needs the torchvision alex weights"):
+        analyze(str(run), metrics=["l2", "lpips-alex"])             # asked for by name: an error, up front
 
 
 def test_evaluate_study_writes_tables(run, tmp_path):
