@@ -21,8 +21,8 @@ from catlab.errors import UserError
 def diagnostics_hook(every: int = 100, n: int = 256, distances=("l2", "lpips-domain"), batch: int = 256):
     """A Hooks.progress_fn(step, stats, ctx) that reports diag_<diagnostic>_<distance>_s<k> every `every` steps.
 
-    The trainer calls progress_fn on log steps only, so `every` is rounded up to them in effect: pick a
-    multiple of train.log_every. Distances are resolved on first use (lpips-domain loads its extractor then).
+    The trainer calls progress_fn on log steps only, so it fires on log steps that are multiples of `every`
+    (and on the last step): pick a multiple of train.log_every. Distances are resolved on first use (lpips-domain loads its extractor then).
     """
     if not isinstance(every, int) or every < 1:
         raise UserError(f"every must be an int >= 1, but got every={every!r}")
