@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ablation-consistency: $(STAMP)
-	$(CATLAB) ablate ablation-consistency $(ARGS)
+	$(CATLAB) ablate ablation-consistency --workers 2 $(ARGS)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest

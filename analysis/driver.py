@@ -28,7 +28,7 @@ from catlab.errors import UserError
 
 QUALITY = ("fid", "kid", "prc", "isc")
 DISTANCES = ("l2", "l1", "lpips-domain", "lpips-alex", "lpips-vgg", "lpips-squeeze")
-PROFILES = {"cpu": {"n": 1000, "batch": 256, "device": "cpu"},      # samples per evaluation, chunk, device
+PROFILES = {"cpu": {"n": 500, "curve_n": 256, "batch": 256, "device": "cpu"},  # samples per evaluation, chunk
             "gpu": {"n": 10000, "batch": 1024, "device": "cuda"}}
 STUDY_ROOT = Path("studies")
 CELL_COLUMNS = ("cell", "seed", "run_dir", "status", "reason", "config_hash", "mlflow_run_id")

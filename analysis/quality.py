@@ -123,11 +123,15 @@ def real_pyramid(data_cfg, n: int, sizes: list[int]) -> list[torch.Tensor]:
 
 
 def diagnostics(stages, distances, resampler: str = "area", batch: int = 256) -> list[tuple[str, int, float]]:
-    """(f"{diagnostic}_{distance}", stage 1..K-1, value) rows for every distance name."""
+    """(f"{diagnostic}_{distance}", stage 1..K-1, value) rows for every distance name.
+
+    direction is a cosine in image space, the same for every distance: it is reported once, under the
+    first distance's name (direction_l2 by default)."""
     rows = []
-    for name in distances:
+    for i, name in enumerate(distances):
         res = cross_scale_metrics(stages, distance=distance_fn(name), resampler=resampler, batch_size=batch)
-        rows += [(f"{m}_{name}", k + 1, v) for m in DIAGNOSTICS for k, v in enumerate(res[m])]
+        rows += [(f"{m}_{name}", k + 1, v) for m in DIAGNOSTICS if i == 0 or m != "direction"
+                 for k, v in enumerate(res[m])]
     return rows
 
 
@@ -202,6 +206,9 @@ def _cache_files() -> set[str]:
 
 
 # ---- one run ------------------------------------------------------------------------------------------
+DIAG_N = 256  # the diagnostics use the run's fixed evaluation set (eval_set.pt), as the training hook does
+
+
 def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
                  extractor: str = "auto", batch: int = 256, device: str = "cpu", log: bool = True,
                  reuse: bool = True) -> pd.DataFrame:
@@ -218,14 +225,15 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2"
     run_dir = Path(run_dir)
     metrics, distances = tuple(metrics or ()), tuple(distances or ())
     cfg = run_config(run_dir)
-    spec = {"ckpt": fingerprint(run_dir / "ckpt" / "last.pt"), "n": n, "metrics": metrics, "distances": distances,
+    spec = {"ckpt": fingerprint(run_dir / "ckpt" / "last.pt"), "n": n, "diag_n": DIAG_N, "metrics": metrics,
+            "distances": distances,
             "extractor": extractor_id(extractor, metrics), "device": torch.device(device).type}
 
     def compute() -> pd.DataFrame:
         G, _ = load_generator(run_dir, device=device)
         step = int(read_json(run_dir / "run.json").get("step") or safe_load(run_dir / "ckpt" / "last.pt")["step"])
         stages = generate(G, *fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes), batch)
-        rows = diagnostics(stages, distances, cfg.data.resampler, batch)
+        rows = diagnostics([x[:DIAG_N] for x in stages], distances, cfg.data.resampler, batch)
         info = {"run_dir": str(run_dir), "step": step, "n": n, "fid_extractor": None, "cache_hits": []}
         if metrics:
             before = _cache_files()
@@ -285,6 +293,7 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid"), dist
     from catlab.checkpoint import run_config
     opts = profile_options(profile)
     n, batch, device = n or opts["n"], batch or opts["batch"], device or opts["device"]
+    curve_n = curve_n or opts.get("curve_n", n)
     study_dir = Path(study_dir)
     cells, axes = read_cells(study_dir)
     infos = []

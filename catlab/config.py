@@ -149,7 +149,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 600
+    steps: int = 300
     batch: int = 32
     lr_g: float = 2e-3
     lr_d: float = 2e-3
@@ -158,9 +158,9 @@ class TrainConfig:
     ema: float = 0.99               # EMA decay of G per step
     ema_warmup: int = 100           # decay ramps as min(ema, (1 + t) / (10 + t)) over the first steps
     precision: str = "fp32"         # fp32 | bf16 (autocast, CPU and CUDA)
-    ckpt_every: int = 200
+    ckpt_every: int = 100
     log_every: int = 10
-    sample_every: int = 200         # sample grid every N steps (and at the end)
+    sample_every: int = 100         # sample grid every N steps (and at the end)
     device: str = "auto"            # auto | cpu | cuda
     compile: bool = False           # torch.compile the networks (GPU profile)
 
