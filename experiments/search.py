@@ -36,10 +36,11 @@ from experiments.search_storage import budget_lock, counts, open_storage, resolv
 from experiments.search_worker import Plan, mlflow_client, work, work_entry
 
 # The budget of one trial per profile (a study's `search_base` attribute, when it has one, goes on top).
-# cpu: 8 trials on 2 busy cores in about 15 min with 2 workers; pass train.steps=... for a real search.
+# cpu: a demonstration budget -- `make search` (8 trials, 2 workers) in about 12 min on 2 busy cores; the
+# ranking after 60 steps is a hint, not a result: pass train.steps=600 train.batch=32 for a real CPU search.
 SEARCH_BASE = {
-    "cpu": {"data.n": 2000, "train.steps": 100, "train.batch": 16, "train.log_every": 10,
-            "train.ckpt_every": 50, "train.sample_every": 100},
+    "cpu": {"data.n": 2000, "train.steps": 60, "train.batch": 16, "train.log_every": 10,
+            "train.ckpt_every": 30, "train.sample_every": 60},
     "gpu": {},
 }
 EVAL = {"cpu": {"n_eval": 500, "n_step": 128, "extractor": "domain"},      # final FID n, pruning FID n
@@ -51,7 +52,7 @@ OUT_ROOT = Path("reports") / "out"
 
 
 def search_name(study: str, objective: str = "fid") -> str:
-    """The Optuna study, MLflow experiment and output folder: search-<study> (search-<study>-pareto for two objectives)."""
+    """The Optuna study, MLflow experiment and output folder: search-<study> (-pareto for two objectives)."""
     return f"search-{study}" + ("" if objective == "fid" else "-pareto")
 
 
@@ -60,12 +61,13 @@ def _positive_int(name: str, value) -> None:
         raise UserError(f"{name} must be an int >= 1, but got {name.lstrip('-')}={value!r}")
 
 
-def check_options(st: Study, trials, workers, objective, timeout, profile, pruner) -> None:
+def check_options(st: Study, trials, workers, objective, timeout, profile, pruner, heartbeat) -> None:
     import optuna
     if st.space is None:
         raise UserError(f"study must declare a search space (space=...), but got study={st.name!r} without one")
     _positive_int("--trials", trials)
     _positive_int("--workers", workers)
+    _positive_int("heartbeat", heartbeat)
     if objective not in OBJECTIVES:
         raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}, but got objective={objective!r}")
     if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
@@ -100,6 +102,8 @@ def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, p
         raise UserError(f"{clash[0]} is searched by the space of {st.name}; drop the override, "
                         f"but got {clash[0]}={user[clash[0]]}")
     cfg = load_config({**below, **searched, **above})
+    from catlab.trainer import pick_device
+    pick_device(cfg.train.device)
     t = cfg.train
     every = eval_every or max(t.log_every, math.ceil(t.steps / 5 / t.log_every) * t.log_every)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1 or every % t.log_every:
@@ -124,11 +128,9 @@ def get_study_or_none(name: str):
 
 
 def preflight(cfg, plan: Plan) -> None:
-    """Device, data and the FID reference statistics (computed once here, so parallel workers only read them)."""
+    """The data and the FID reference statistics (computed once here, so parallel workers only read them)."""
     from analysis.quality import cache_root, real_pyramid
     from catlab.metrics.fidelity import quality, reference_key
-    from catlab.trainer import pick_device
-    pick_device(cfg.train.device)
     key = reference_key(cfg.data.name, cfg.data.resampler, cfg.data.resolution)
     for n in sorted({plan.n_eval, plan.n_step}):
         real = real_pyramid(cfg.data, n, [cfg.data.resolution])
@@ -207,7 +209,8 @@ def finish(study, plan: Plan, ml, pid, codes: list[int], started: float) -> int:
     for r in ([doc["best"]] if doc.get("best") else doc.get("pareto_front", [])):
         vals = " ".join(f"{n}={r[n]:.4g}" for n in plan.names if r.get(n) is not None)
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-        print(f"{'best' if plan.objective == 'fid' else 'pareto'}: trial {r['number']} {vals}  {params}  ({r['run_dir']})")
+        kind = "best" if plan.objective == "fid" else "pareto"
+        print(f"{kind}: trial {r['number']} {vals}  {params}  ({r['run_dir']})")
     print(f"outputs: {out}/ ({', '.join(['trials.csv', 'best.json', *doc['plots']])})")
     for note in doc["notes"]:
         print(f"  note: {note}")
@@ -236,7 +239,7 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     import optuna
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     st = study if isinstance(study, Study) else get_study(study)
-    check_options(st, trials, workers, objective, timeout, profile, pruner)
+    check_options(st, trials, workers, objective, timeout, profile, pruner, heartbeat)
     name = search_name(st.name, objective)
     plan, cfg = make_plan(st, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval,
                           n_step, eval_every, heartbeat, storage)

@@ -2,7 +2,7 @@
 
     spec = resolve(None, "ablation-consistency-weight")   # journal file optuna/ablation-consistency-weight.journal
     storage = open_storage(spec, heartbeat=60, on_stale=callback)
-    with budget_lock(spec, "search-...") as lock:          # count + ask, and the parent MLflow run, one worker at a time
+    with budget_lock(spec, "search-..."):                  # count + ask, the parent MLflow run: one at a time
         ...
 
 Storages
@@ -59,12 +59,20 @@ def resolve(storage: str | None, study: str) -> StorageSpec:
     except ArgumentError:
         raise UserError(f"--storage must be a journal file path or a database URL like "
                         f"postgresql://user@host/db, but got storage={storage!r}") from None
+    if url.drivername == "postgresql" and not _importable("psycopg") and _importable("psycopg2"):
+        url = url.set(drivername="postgresql+psycopg2")          # SQLAlchemy 2.1 defaults to psycopg 3
+        storage = url.render_as_string(hide_password=False)
     if url.get_backend_name() == "sqlite":
         if not url.database or url.database == ":memory:":
             raise UserError(f"--storage must be a file for sqlite (sqlite:///PATH): an in-memory database "
                             f"cannot be shared or resumed, but got storage={storage!r}")
         return StorageSpec("sqlite", storage, Path(url.database))
     return StorageSpec("rdb", storage, None)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
 
 
 def open_storage(spec: StorageSpec, heartbeat: int = 60, on_stale=None):

@@ -72,7 +72,7 @@ def make_pruner(plan: Plan, steps: int):
         return plan.pruner
     if plan.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=plan.every, max_resource=steps, reduction_factor=3)
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=steps // 4, interval_steps=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=steps // 2, interval_steps=1)
 
 
 # ---- evaluations (analysis.quality's building blocks: fixed inputs, generation, per-scale FID) ------------

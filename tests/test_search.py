@@ -21,7 +21,6 @@ from catlab.errors import UserError
 from catlab.tracking import MLflow
 from experiments import STUDIES, Study
 from experiments.search import search, search_name
-from experiments.search_storage import resolve
 
 STUDY = "ablation-consistency-weight"
 NAME = search_name(STUDY)
@@ -81,8 +80,6 @@ def test_journal_two_workers(env, capfd):
     for f in ("trials.csv", "best.json", "history.png", "history.pdf", "parallel_coordinate.png"):
         assert (outdir / f).is_file(), f
     assert "importances: skipped, 3 COMPLETE trial(s) (needs >= 4)" in out
-    assert search(STUDY, trials=3, overrides=TINY + ["train.steps=2"], **EVAL) == 0   # done: nothing to add
-    assert states(load(f"optuna/{STUDY}.journal")) == ["COMPLETE"] * 3
     with pytest.raises(UserError, match="holds search-ablation-consistency-weight with another metrics"):
         search(STUDY, trials=4, overrides=TINY + ["train.steps=2"], **{**EVAL, "n_eval": 16})
 
@@ -156,7 +153,7 @@ def test_pruning_stops_the_bad_region(env):
 
 def test_killed_worker_fails_its_trial_and_a_rerun_completes(env):
     workdir = env
-    steps = TINY + ["train.steps=10"]
+    steps = TINY + ["train.steps=6"]
     script = workdir / "one.py"
     script.write_text(textwrap.dedent(f"""
         from experiments.search import search
@@ -178,7 +175,7 @@ def test_killed_worker_fails_its_trial_and_a_rerun_completes(env):
     assert retry.params == killed.params and retry.user_attrs["retry_of"] == 0
     assert retry.user_attrs["run_dir"] == killed.user_attrs["run_dir"]          # the same run dir, resumed
     metrics = (workdir / retry.user_attrs["run_dir"] / "metrics.jsonl").read_text()
-    assert metrics.count('"name": "d_loss"') == 5                             # steps 2..10 logged once each
+    assert metrics.count('"name": "d_loss"') == 3                             # steps 2, 4, 6 logged once each
     _, runs = trial_runs(study)
     assert len(runs) == 1 and runs.iloc[0]["tags.trial"] == "1" and runs.iloc[0]["tags.retry_of"] == "0"
     assert runs.iloc[0]["tags.trial_state"] == "COMPLETE" and runs.iloc[0]["status"] == "FINISHED"
