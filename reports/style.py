@@ -35,7 +35,7 @@ GREY = (0.55, 0.55, 0.55)
 BASELINE_VALUES = ("off", "none", "0", "0.0", "baseline")
 DIAGNOSTICS = ("discrepancy", "rewrite", "direction")
 LOWER_IS_BETTER = ("discrepancy", "rewrite", "fid", "kid")
-HIGHER_IS_BETTER = ("direction",)
+HIGHER_IS_BETTER = ("direction", "isc", "precision", "recall", "f")     # "f" of f_score
 
 
 def apply() -> None:
@@ -87,7 +87,10 @@ def split_metric(metric: str) -> tuple[str, str]:
 
 
 def better(metric: str) -> str | None:
-    head, _ = split_metric(metric)
+    """"lower" | "higher" | None (no direction: a spread such as kid_std, or an unknown metric)."""
+    head, rest = split_metric(metric)
+    if rest.startswith("std") or "_std" in str(metric):
+        return None
     if head in LOWER_IS_BETTER:
         return "lower"
     if head in HIGHER_IS_BETTER:

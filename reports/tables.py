@@ -39,17 +39,21 @@ class Table:
     # ---- number formatting: two significant digits of the CI, or four of the mean ----------------------
     @staticmethod
     def _decimals(cells) -> int:
+        """Decimals for a row; -1 means scientific notation (every value below 1e-4 in magnitude)."""
+        means = [abs(c.mean) for c in cells if math.isfinite(c.mean) and c.mean != 0]
+        if means and max(means) < 1e-4:
+            return -1
         halves = [c.half for c in cells if math.isfinite(c.half) and c.half > 0]
         if halves:
             return int(min(6, max(0, 1 - math.floor(math.log10(min(halves))))))
-        means = [abs(c.mean) for c in cells if math.isfinite(c.mean) and c.mean != 0]
         return int(min(6, max(0, 3 - math.floor(math.log10(max(means)))))) if means else 3
 
     def _text(self, c: Cell | None, d: int, pm: str) -> str:
         if c is None or not math.isfinite(c.mean):
             return "--"
-        s = f"{c.mean:.{d}f}"
-        return s + (f"{pm}{c.half:.{d}f}" if math.isfinite(c.half) else "")
+        spec = ".2e" if d < 0 else f".{d}f"
+        s = f"{c.mean:{spec}}"
+        return s + (f"{pm}{c.half:{spec}}" if math.isfinite(c.half) else "")
 
     def _cells(self, fmt):
         for metric, stage, cells in self.rows:
@@ -124,7 +128,8 @@ def _table(name: str, caption: str, summ: pd.DataFrame, arms: list[str], marked:
                             dagger=(a, metric, stage) in marked)
         way = better(metric)
         d = Table._decimals(list(cells.values()))
-        shown = {a: round(c.mean, d) for a, c in cells.items() if math.isfinite(c.mean)}
+        shown = {a: float(f"{c.mean:.2e}") if d < 0 else round(c.mean, d)
+                 for a, c in cells.items() if math.isfinite(c.mean)}
         if way and len(shown) > 1:        # best at the precision shown: equal-looking numbers are a tie
             best = min(shown.values()) if way == "lower" else max(shown.values())
             for a, c in cells.items():
