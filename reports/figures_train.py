@@ -61,8 +61,15 @@ def _grid(sd, df, rows, x, name, title, ylabel, pal):
                              squeeze=False, sharex=True)
     for r, (key, sub) in enumerate(rows):
         for c, stage in enumerate(stages):
-            ax = axes[r][c]
-            lines(ax, sub[sub["stage"] == stage], x, sd.arms, pal)
+            ax, part = axes[r][c], sub[sub["stage"] == stage]
+            vals = part["value"].dropna()
+            if name == "drift" and key != "drift" and stage == stages[-1] and len(vals) and (vals == 1).all():
+                ax.text(0.5, 0.5, "1 by definition\n(the final stage)", ha="center", va="center",
+                        transform=ax.transAxes, fontsize="small", color="grey")
+                ax.set_yticks([])       # analysis.drift: ratio, correlation and cosine of stage K with itself
+                ax.spines["left"].set_visible(False)
+            else:
+                lines(ax, part, x, sd.arms, pal)
             ax.set_title(f"{'scale' if name == 'fig5' else 'stage'} {stage}", fontsize="small")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
             ax.xaxis.set_major_formatter(FuncFormatter(_k))
