@@ -71,6 +71,14 @@ def fig4(sd, out_dir, ctx):
             metric, ax = f"{head}_{dist}", axes[r][c]
             s = summ[summ["metric"] == metric]
             t = sd.table[sd.table["metric"] == metric]
+            if s.empty:                 # e.g. direction, which analysis reports under one distance only
+                ax.set_axis_off()
+                other = [m for m in sd.metrics(head + "_") if m != metric]
+                text = (f"{head} is the same for every distance:\nsee {style.metric_label(other[0], short=True)}"
+                        if head == "direction" and other else f"no {metric} rows in table.csv")
+                ax.text(0.5, 0.5, text, ha="center", va="center",
+                        transform=ax.transAxes, fontsize="small", color="grey")
+                continue
             stages = sorted(int(x) for x in s["stage"].unique())
             stat = {(int(k[0]), k[1]): v for k, v in _stat_rows(s, ["stage", "arm"]).items()}
             pts = {(int(k[0]), k[1]): g["value"].tolist() for k, g in t.groupby(["stage", "arm"])}
