@@ -162,11 +162,24 @@ class MLflow:
         self._call("set_terminated", run_id, status)
 
     def runs(self, experiment: str, filter_string: str = ""):
-        """All runs of an experiment as a pandas DataFrame (mlflow.search_runs)."""
-        import mlflow
-        mlflow.set_tracking_uri(self.uri)
-        return mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string,
-                                  output_format="pandas")
+        """All runs of an experiment as a pandas DataFrame with mlflow.search_runs' columns (run_id, status,
+        start_time, end_time, tags.*, params.*, metrics.*), through this client's URI: the process-wide
+        tracking URI is left alone."""
+        import pandas as pd
+        exp = self.client.get_experiment_by_name(experiment)
+        rows, token = [], None
+        while exp is not None:
+            page = self.client.search_runs([exp.experiment_id], filter_string, max_results=1000, page_token=token)
+            for r in page:
+                rows.append({"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time,
+                             "end_time": r.info.end_time,
+                             **{f"tags.{k}": v for k, v in r.data.tags.items()},
+                             **{f"params.{k}": v for k, v in r.data.params.items()},
+                             **{f"metrics.{k}": v for k, v in r.data.metrics.items()}})
+            token = page.token
+            if not token:
+                break
+        return pd.DataFrame(rows, columns=None if rows else ["run_id", "status", "start_time", "end_time"])
 
 
 class RunTracker:
