@@ -8,8 +8,9 @@ user overrides, with run.root = studies/search-<study>/runs (run dir <hash>-s<se
 its run). Objective `fid` (default, minimised): the final-scale FID of the trained EMA generator on n fixed (z, y)
 of the seed (EVAL[profile]; the offline domain extractor on the cpu profile). `fid+misalignment`: two objectives
 (FID, mean L2 discrepancy over stages 1..K-1) and a Pareto front. Pruning (median by default, or hyperband) is fed
-by a cheap final-scale FID every `eval_every` steps through the trainer's hooks; Optuna prunes single-objective
-studies only, so fid+misalignment runs every trial to the end.
+by a cheap final-scale FID every `eval_every` steps through the trainer's hooks (median: MedianPruner with 3
+startup trials and a warm-up of half the steps; hyperband: resources eval_every..steps); Optuna prunes
+single-objective studies only, so fid+misalignment runs every trial to the end.
 
 Storage: optuna/<study>.journal by default (worker processes on one machine), any RDB URL for many machines
 (PostgreSQL; sqlite works for one worker). Running the same command again adds trials until N are COMPLETE;
@@ -259,5 +260,5 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     print(f"{name}: {trials} COMPLETE trials wanted, {c['COMPLETE']} done; {workers} worker process(es); "
           f"objective {' + '.join(plan.names)}; pruner {prune}; storage {plan.storage}; "
           f"runs under {plan.above['run.root']}", flush=True)
-    codes = run_workers(plan, workers)
+    codes = run_workers(plan, workers) if c["COMPLETE"] < trials else []
     return finish(study_obj, plan, ml, pid, codes, started)

@@ -1,6 +1,6 @@
 """catlab search: parallel workers on a journal file and on PostgreSQL, pruning, a killed worker.
 
-Trials are tiny (16-px shapes, batch 8, 2-10 steps, FID on 32 samples), so every number here is about the
+Trials are tiny (16-px shapes, batch 8, 2-6 steps, FID on 32 samples), so every number here is about the
 search machinery, not about GANs: trial counts and states, nested MLflow runs, outputs, resume.
 """
 import os
