@@ -190,7 +190,7 @@ class RunTracker:
         self.run_dir, self.cfg, self.info, self.step = run_dir, cfg, info, resume_step
         self.jsonl_path = run_dir / "metrics.jsonl"
         self._truncate_after(resume_step)
-        self._jsonl = open(self.jsonl_path, "a")
+        self._jsonl = open(self.jsonl_path, "a", buffering=1)  # line-buffered: progress is visible
         self._pending: list[tuple[str, float, int]] = []
         self.mlflow = MLflow(cfg.run.tracking_uri) if cfg.run.mlflow else None
         if self.mlflow:

@@ -12,11 +12,14 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from catlab.errors import RunFailed, UserError
 from experiments import outputs
@@ -118,6 +121,18 @@ def reap_orphans(ml, study: str, pid: str, cells: list[Cell]) -> None:
 
 
 # ---- running the cells ----------------------------------------------------------------------------
+def _last_step(run_dir) -> int:
+    """The last step a cell logged (its metrics.jsonl's last line), for the grid's progress bar."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 4096))
+            lines = f.read().decode(errors="ignore").strip().splitlines()
+        return int(json.loads(lines[-1])["step"]) if lines else 0
+    except (OSError, ValueError, KeyError, IndexError):
+        return 0
+
+
 def _fmt_time(s: float) -> str:
     return f"{s:.0f}s" if s < 90 else f"{s / 60:.1f}min"
 
@@ -145,13 +160,21 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
             cfg = c.cfg.override({"run.progress": False}).to_dict()   # bars of parallel cells would interleave
             start = f"[{index[c.name]}/{n}] start {c.name} -> {c.run_dir}"
             futures[pool.submit(run_cell, cfg, pid, c.tags(profile), threads, start)] = c
+        bar = tqdm(total=sum(c.cfg.train.steps for c in todo), unit="step", desc="grid", dynamic_ncols=True)
         try:
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except BrokenProcessPool as e:
-                    res = {"status": "FAILED", "reason": f"worker process died ({e})", "seconds": 0.0}
-                done(futures[fut], res)
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    try:
+                        res = fut.result()
+                    except BrokenProcessPool as e:
+                        res = {"status": "FAILED", "reason": f"worker process died ({e})", "seconds": 0.0}
+                    bar.clear()
+                    done(futures[fut], res)
+                bar.n = sum(min(_last_step(c.run_dir), c.cfg.train.steps) for c in todo)
+                bar.refresh()
+            bar.close()
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
