@@ -128,7 +128,7 @@ def test_postgres_two_workers(env, postgres, capfd):
 def _prune_space(trial) -> dict:
     """Trial 1 trains with a huge generator lr (its FID explodes). Trials 0 and 2 differ only in when they would
     save a sample grid (another run dir, the same numbers), so the median pruner keeps the second."""
-    lr = 1.0 if trial.number == 1 else 1e-3
+    lr = 10.0 if trial.number == 1 else 1e-3
     return {"train.lr_g": trial.suggest_float("train.lr_g", lr, lr), "train.sample_every": 100 + trial.number}
 
 
