@@ -21,6 +21,7 @@ from catlab.errors import UserError
 from catlab.tracking import MLflow
 from experiments import STUDIES, Study
 from experiments.search import search, search_name
+from experiments.search_storage import resolve
 
 STUDY = "ablation-consistency-weight"
 NAME = search_name(STUDY)
@@ -31,7 +32,7 @@ states = lambda study: sorted(t.state.name for t in study.get_trials())  # noqa:
 
 
 def load(storage: str, name: str = NAME):
-    s = storage if "://" in storage else optuna.storages.JournalStorage(
+    s = resolve(storage, STUDY).url if "://" in storage else optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(storage))
     return optuna.load_study(study_name=name, storage=s)
 
@@ -107,11 +108,11 @@ def postgres():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run = lambda *a: subprocess.run([*as_user, *a], check=True, capture_output=True, text=True)  # noqa: E731
-    run(str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
-    run(str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-o",
-        f"-p {port} -k {root} -c listen_addresses='' -c fsync=off", "start")
     try:
-        yield f"postgresql+psycopg2://postgres@/postgres?host={root}&port={port}"
+        run(str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+        run(str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w", "-o",
+            f"-p {port} -k {root} -c listen_addresses='' -c fsync=off", "start")
+        yield f"postgresql://postgres@/postgres?host={root}&port={port}"       # the driver is filled in
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
                        capture_output=True)
