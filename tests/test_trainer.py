@@ -144,3 +144,14 @@ def test_consistency_off_changes_nothing_but_the_term(workdir):
     assert torch.equal(safe_load(on.run_dir / "eval_set.pt")["z"], safe_load(off.run_dir / "eval_set.pt")["z"])
     cons = [json.loads(x) for x in (off.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(x["value"] == 0.0 for x in cons if x["name"] == "cons")
+
+
+def test_width_aware_lr(workdir):
+    """train.width_lr: lr = base * 768 / width, for G and D."""
+    from catlab.data import Batcher, build_dataset
+    from catlab.trainer import build_state
+    cfg = load_config(FAST + ["train.width_lr=true", "train.lr_g=2e-4", "train.lr_d=1e-4"])
+    data = build_dataset(cfg.data)
+    s = build_state(cfg, data.num_classes, 3, Batcher(data, 8), "cpu")
+    assert s.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4 * 768 / s.G.width)
+    assert s.opt_d.param_groups[0]["lr"] == pytest.approx(1e-4 * 768 / s.D.width)

@@ -95,7 +95,7 @@ class ScalewiseDiscriminator(nn.Module):
     def __init__(self, resolution: int = 32, channels: int = 3, num_classes: int = 10, *, depth: int = 4,
                  width: int = 64, heads: int = 4, stages: int = 4, d_patch: int = 4):
         super().__init__()
-        self.resolution, self.channels, self.num_stages = resolution, channels, stages
+        self.resolution, self.channels, self.num_stages, self.width = resolution, channels, stages, width
         self.num_classes = max(1, num_classes)
         self.scales = scale_sizes(resolution, stages)
         self.patches = [d_patch_size(s, d_patch) for s in self.scales]
@@ -152,7 +152,7 @@ class ConcatDiscriminator(nn.Module):
         super().__init__()
         if resolution % d_patch:
             raise UserError(f"model.d_patch must divide data.resolution={resolution}, but got d_patch={d_patch}")
-        self.resolution, self.channels, self.num_stages = resolution, channels, stages
+        self.resolution, self.channels, self.num_stages, self.width = resolution, channels, stages, width
         self.num_classes = max(1, num_classes)
         self.scales = scale_sizes(resolution, stages)
         self.embed = PatchEmbed(resolution, d_patch, stages * channels, width)
