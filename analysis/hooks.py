@@ -39,9 +39,9 @@ def diagnostics_hook(every: int = 100, n: int = 256, distances=("l2", "lpips-dom
         z, y = ctx.eval_z[:n].to(device), ctx.eval_y[:n].to(device)
         chunks = [ctx.sample(z[i:i + batch], y[i:i + batch]) for i in range(0, len(z), batch)]
         stages = [torch.cat(parts) for parts in zip(*chunks)]             # K x (n, C, s_k, s_k)
-        for name, fn in fns.items():
+        for i, (name, fn) in enumerate(fns.items()):
             res = cross_scale_metrics(stages, distance=fn, resampler=ctx.cfg.data.resampler, batch_size=batch)
-            for metric in METRICS:
+            for metric in (METRICS if i == 0 else [m for m in METRICS if m != "direction"]):  # image-space cosine
                 for k, value in enumerate(res[metric]):
                     ctx.report(f"diag_{metric}_{name}_s{k + 1}", value)
 
