@@ -27,7 +27,7 @@ from catlab.cli import main
 from catlab.config import load_config, save_config
 from catlab.data import build_dataset
 from catlab.trainer import Hooks, train
-from conftest import FAST
+from conftest import FAST, no_network, state_equal
 
 # 16 px, 3 scales: the cheapest real model. log_every=1 lets the fixture stop the run after step 1.
 BASE = FAST + ["train.steps=2", "train.log_every=1", "run.mlflow=false", "data.resolution=16", "model.stages=3"]
@@ -101,28 +101,6 @@ def snapshot(root: Path) -> dict[str, str]:
     """Every path under root -> sha1 of its bytes ('dir' for folders)."""
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
             for p in sorted(root.rglob("*"))}
-
-
-@contextlib.contextmanager
-def no_network():
-    """Any TCP/UDP connect or DNS lookup raises (and is recorded)."""
-    attempts = []
-    real_connect = socket.socket.connect
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise ConnectionRefusedError(f"network blocked by the test (connect to {address})")
-        return real_connect(self, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        attempts.append(host)
-        raise socket.gaierror(f"network blocked by the test (lookup of {host})")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", connect)
-        mp.setattr(socket.socket, "connect_ex", lambda self, a: connect(self, a))
-        mp.setattr(socket, "getaddrinfo", getaddrinfo)
-        yield attempts
 
 
 @dataclass

@@ -18,6 +18,7 @@ from catlab.checkpoint import safe_load
 from catlab.config import load_config
 from catlab.errors import UserError
 from catlab.trainer import train
+from conftest import state_equal
 
 BASE = ["data.n=128", "train.batch=8", "train.log_every=2", "train.sample_every=4", "run.progress=false",
         "train.steps=4", "train.ckpt_every=100"]
@@ -49,16 +50,6 @@ def rel(a: dict, b: dict) -> float:
     """||a - b|| / ||a|| over all tensors of two state dicts."""
     num = sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in a)
     return (num / sum(float(a[k].double().pow(2).sum()) for k in a)) ** 0.5
-
-
-def equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def metrics(run_dir) -> list[dict]:
@@ -108,7 +99,7 @@ def test_ddp_stop_and_resume_matches_uninterrupted_bitwise(workdir):
     a, b = last_ckpt(workdir / "resumed"), last_ckpt(workdir / "straight")
     assert a["step"] == 4
     for key in STATE_KEYS:
-        assert equal(a[key], b[key]), f"{key} differs after stop + resume"
+        assert state_equal(a[key], b[key]), f"{key} differs after stop + resume"
     run_dir = next((workdir / "resumed").glob("*-s0"))
     assert sorted({m["step"] for m in metrics(run_dir) if m["name"] == "d_loss"}) == [2, 4]
 

@@ -1,7 +1,6 @@
 """Faults: SIGKILL at random points, checkpoint writes that fail part-way, an unreachable MLflow server
 (then `catlab sync`), and the security rules (weights_only loads, no network unless asked)."""
 import ast
-import contextlib
 import json
 import random
 import socket
@@ -21,21 +20,11 @@ from catlab.cli import main
 from catlab.config import load_config
 from catlab.errors import RunFailed
 from catlab.trainer import Hooks, train
-from conftest import FAST
+from conftest import FAST, no_network, state_equal
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = FAST + ["data.resolution=16", "model.stages=3", "run.mlflow=false"]   # 16 px, 3 scales: cheap
 STATE_KEYS = ("G", "D", "G_ema", "opt_g", "opt_d", "rng", "data", "images_seen", "step")
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -116,10 +105,10 @@ def test_sigkill_at_three_random_points_then_rerun_is_bitwise_exact(workdir):
     a, b = safe_load(run_dir / "ckpt" / "last.pt"), safe_load(next((workdir / "straight").iterdir()) / "ckpt/last.pt")
     assert a["step"] == b["step"] == steps
     for key in STATE_KEYS:
-        assert _equal(a[key], b[key]), f"{key} differs after 3 kills + resumes"
+        assert state_equal(a[key], b[key]), f"{key} differs after 3 kills + resumes"
     straight_dir = next((workdir / "straight").iterdir())
     for (sa, pa), (sb, pb) in zip(checkpoint.snapshots(run_dir), checkpoint.snapshots(straight_dir), strict=True):
-        assert sa == sb and _equal(safe_load(pa)["G_ema"], safe_load(pb)["G_ema"])
+        assert sa == sb and state_equal(safe_load(pa)["G_ema"], safe_load(pb)["G_ema"])
     assert _metrics(run_dir) == _metrics(straight_dir)                  # every logged value, once, identical
     assert not list(run_dir.rglob("*.tmp"))                             # the stale temp was overwritten
     assert json.loads((run_dir / "run.json").read_text())["status"] == "FINISHED"
@@ -311,28 +300,6 @@ def test_every_torch_load_in_the_repo_uses_weights_only():
     assert REPO / "catlab" / "checkpoint.py" in files and len(files) > 30
     offenders = {str(p.relative_to(REPO)): lines for p in files if (lines := unsafe_torch_loads(p.read_text()))}
     assert offenders == {}, f"torch.load without weights_only=True: {offenders}"
-
-
-@contextlib.contextmanager
-def no_network():
-    """Every TCP/UDP connect and every DNS lookup raises, and is recorded."""
-    attempts = []
-    real_connect = socket.socket.connect
-
-    def connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise ConnectionRefusedError(f"network blocked by the test (connect to {address})")
-        return real_connect(self, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        attempts.append(host)
-        raise socket.gaierror(f"network blocked by the test (lookup of {host})")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", connect)
-        mp.setattr(socket.socket, "connect_ex", lambda self, a: connect(self, a))
-        mp.setattr(socket, "getaddrinfo", getaddrinfo)
-        yield attempts
 
 
 def test_train_and_analyze_need_no_network(workdir, capsys):

@@ -11,19 +11,9 @@ from catlab.checkpoint import load_generator, safe_load
 from catlab.config import load_config
 from catlab.errors import RunFailed, UserError
 from catlab.trainer import Hooks, train
-from conftest import FAST
+from conftest import FAST, no_network, state_equal
 
 STATE_KEYS = ("G", "D", "G_ema", "opt_g", "opt_d")
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -62,7 +52,7 @@ def test_exact_resume_after_sigkill_and_one_mlflow_run(workdir):
     b = safe_load(next((workdir / "straight").glob("*/ckpt/last.pt")))
     assert a["step"] == b["step"] == 8
     for key in STATE_KEYS + ("rng", "data", "images_seen"):
-        assert _equal(a[key], b[key]), f"{key} differs after kill + resume"
+        assert state_equal(a[key], b[key]), f"{key} differs after kill + resume"
 
     # MLflow: the killed run continued the same MLflow run; one run per run dir, both FINISHED
     runs = mlflow.search_runs(search_all_experiments=True)
@@ -140,7 +130,7 @@ def test_consistency_off_changes_nothing_but_the_term(workdir):
     off = train(load_config(FAST + ["train.steps=2", "run.mlflow=false", "run.root=off",
                                     "loss.consistency.weight=0"]))
     a, b = safe_load(on.run_dir / "ckpt" / "last.pt"), safe_load(off.run_dir / "ckpt" / "last.pt")
-    assert _equal(a["data"], b["data"])
+    assert state_equal(a["data"], b["data"])
     assert torch.equal(safe_load(on.run_dir / "eval_set.pt")["z"], safe_load(off.run_dir / "eval_set.pt")["z"])
     cons = [json.loads(x) for x in (off.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(x["value"] == 0.0 for x in cons if x["name"] == "cons")
