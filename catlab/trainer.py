@@ -126,7 +126,7 @@ def _per_scale(prefix: str, v: torch.Tensor) -> dict:
 def make_phases(cfg: Config, s: State, autocast) -> list[Phase]:
     """Resolve every variant once: losses, weights, regulariser, distance, compiled forwards."""
     d_loss_fn, g_loss_fn = ADVERSARIAL[cfg.loss.adversarial]
-    reg, rc, cc, clip = cfg.loss.reg, cfg.loss.reg, cfg.loss.consistency, cfg.train.grad_clip
+    rc, cc, clip = cfg.loss.reg, cfg.loss.consistency, cfg.train.grad_clip
     distance = get_distance(cc.distance)
     weights = lambda logits: scale_weights(cfg.loss.scale_weights, logits.shape[1]).to(logits)  # noqa: E731
     G, D = (torch.compile(s.G, dynamic=False), torch.compile(s.D, dynamic=False)) if cfg.train.compile \
@@ -174,8 +174,8 @@ def make_phases(cfg: Config, s: State, autocast) -> list[Phase]:
         return {"g_loss": adv.detach(), "cons": cons.detach(), "grad_norm_g": norm,
                 **_per_scale("g_adv", per_scale), **_per_scale("cons_dist", dist)}
 
-    use_reg = reg.kind != "none" and reg.gamma > 0
-    return [Phase("D", 1, d_main)] + ([Phase("D_reg", reg.every, d_reg)] if use_reg else []) + \
+    use_reg = rc.kind != "none" and rc.gamma > 0
+    return [Phase("D", 1, d_main)] + ([Phase("D_reg", rc.every, d_reg)] if use_reg else []) + \
         [Phase("G", 1, g_main)]
 
 
