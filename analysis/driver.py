@@ -194,6 +194,8 @@ def _fmt(x) -> str:
 
 def compact(df: pd.DataFrame, index, value: str = "value") -> str:
     """Rows = index columns, one column per stage (s1..sK)."""
+    if df.empty:
+        return "(no rows)"
     wide = df.pivot_table(index=index, columns="stage", values=value, aggfunc="first", sort=False)
     wide.columns = [f"s{c}" for c in wide.columns]
     return wide.map(_fmt).to_string()
@@ -214,7 +216,11 @@ def analyze(target: str, metrics=None, n: int | None = None, profile: str = "cpu
                           device=opts["device"])
         df.to_csv(path / "analysis.csv", index=False)
         info = df.attrs["info"]
-        print(f"{path} (step {info['step']}, n={n}, extractor {info['fid_extractor'] or '-'})")
+        latent = ""
+        if info.get("latent"):                               # latent run: decoded pixels, or latent space only
+            dec = info.get("decoder")
+            latent = f", decoder {dec['decoder']}" if dec else ", no decoder: latent-space diagnostics only"
+        print(f"{path} (step {info['step']}, n={n}, extractor {info['fid_extractor'] or '-'}{latent})")
         print(compact(df, "metric"))
         print(f"wrote {path / 'analysis.csv'}")
         return 0

@@ -12,6 +12,11 @@ resampled to s_k with the run's resampler, through catlab.metrics' quality(). Re
 cached by torch-fidelity (input2_cache_name); the real subset itself is cached beside them, so a second
 evaluation builds no dataset and extracts no real features (the fakes and diagnostics are still computed).
 Diagnostics: analysis.misalignment.cross_scale_metrics per distance on the same samples.
+Latent runs (data.name=latents:PATH): l2/l1 diagnostics work on the latents (latent space); pixel metrics
+(FID/KID/PRC/IS and the lpips-* diagnostics) decode the fake stages and the real latent pyramid to pixels
+with the run's decoder ($CATLAB_VAE, catlab.data.latents), each stage at its own scale (s_k -> 8 s_k px),
+and are skipped without one (one notice line). Decoded references are keyed by the decoder and the
+scale factor, so they never mix with a pixel dataset's.
 Results: each run's table is kept in <run_dir>/analysis/<kind>-<key>.json, keyed by everything that
 changes it (checkpoint size and mtime, n, metrics, distances, extractor weights digests); evaluating an
 unchanged run again reads it back (reuse=False recomputes, still with the cached reference statistics).
@@ -29,6 +34,7 @@ import torch
 
 from analysis.misalignment import METRICS as DIAGNOSTICS, cross_scale_metrics, resolve_distance
 from catlab.checkpoint import atomic_save, load_generator, run_config, safe_load, snapshots
+from catlab.data.latents import decode_to_pixels
 from catlab.errors import UserError
 
 EVAL_N = 256                      # the size of a run's eval_set.pt
@@ -98,13 +104,31 @@ def fixed_inputs(run_dir: Path, n: int, seed: int, z_dim: int, num_classes: int)
     return z[:n], y[:n]
 
 
-def real_pyramid(data_cfg, n: int, sizes: list[int]) -> list[torch.Tensor]:
+def is_pixel_distance(name: str) -> bool:
+    """lpips-* distances need RGB pixels in [-1, 1]; l2 / l1 work on anything (latents too)."""
+    return name.startswith("lpips")
+
+
+def run_decoder(cfg, device: str = "cpu"):
+    """(latent, decoder): whether the run trains on latents:PATH, and its decoder (None without one: the
+    one-line notice is printed by catlab.data.latents.load_decoder)."""
+    from catlab.data import latents
+    if not latents.is_latent(cfg.data.name):
+        return False, None
+    return True, latents.decoder_for(cfg.data, device=device)
+
+
+def real_pyramid(data_cfg, n: int, sizes: list[int], decoder=None) -> list[torch.Tensor]:
     """n real images (a fixed random subset; all when the dataset is smaller) as uint8 (M, 3, s, s) per size.
 
-    Cached in memory and under cache_root(): keyed by the data config (minus where it lives), n and sizes.
+    decoder (latent runs): the real latents are resampled to each latent size in sizes (what D saw) and
+    decoded to pixels (M, 3, f s, f s). Cached in memory and under cache_root(): keyed by the data config
+    (minus where it lives), n, sizes and the decoder's ident (decoder, its files, scale factor).
     """
     from catlab.data import build_dataset, resample, to_float, to_uint8
     spec = {k: v for k, v in vars(data_cfg).items() if k not in ("root", "download")}
+    if decoder is not None:
+        spec["decoder"] = decoder.ident
     key = hashlib.sha256(json.dumps([spec, n, list(sizes), REAL_SEED], sort_keys=True).encode()).hexdigest()[:12]
     if key in _REAL:
         return _REAL[key]
@@ -114,23 +138,28 @@ def real_pyramid(data_cfg, n: int, sizes: list[int]) -> list[torch.Tensor]:
         return _REAL[key]
     data = build_dataset(data_cfg)
     idx = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(REAL_SEED))[:n]
-    x = to_float(data.images[idx.sort().values])             # (M, C, R, R)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    _REAL[key] = [to_uint8(resample(x, s, data_cfg.resampler)) for s in sizes]
+    if decoder is not None:
+        x = data.images[idx.sort().values].float()           # (M, C, R, R) latents, as trained
+        _REAL[key] = decode_to_pixels([resample(x, s, data_cfg.resampler) for s in sizes], decoder)[0]
+    else:
+        x = to_float(data.images[idx.sort().values])         # (M, C, R, R)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        _REAL[key] = [to_uint8(resample(x, s, data_cfg.resampler)) for s in sizes]
     atomic_save({"images": _REAL[key], "spec": spec, "n": n}, path)
     return _REAL[key]
 
 
-def diagnostics(stages, distances, resampler: str = "area", batch: int = 256) -> list[tuple[str, int, float]]:
+def diagnostics(stages, distances, resampler: str = "area", batch: int = 256,
+                direction: bool = True) -> list[tuple[str, int, float]]:
     """(f"{diagnostic}_{distance}", stage 1..K-1, value) rows for every distance name.
 
     direction is a cosine in image space, the same for every distance: it is reported once, under the
-    first distance's name (direction_l2 by default)."""
+    first distance's name (direction_l2 by default); direction=False leaves it out."""
     rows = []
     for i, name in enumerate(distances):
         res = cross_scale_metrics(stages, distance=distance_fn(name), resampler=resampler, batch_size=batch)
-        rows += [(f"{m}_{name}", k + 1, v) for m in DIAGNOSTICS if i == 0 or m != "direction"
+        rows += [(f"{m}_{name}", k + 1, v) for m in DIAGNOSTICS if (direction and i == 0) or m != "direction"
                  for k, v in enumerate(res[m])]
     return rows
 
@@ -141,15 +170,24 @@ def kid_subset(n: int) -> int:
     return max(2, min(1000, n // 2))
 
 
-def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto") -> tuple[list, dict]:
-    """(metric, stage 1..K, value) rows of catlab.metrics' quality() per scale, and its info."""
+def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto", decoder=None,
+                  pixels=None) -> tuple[list, dict]:
+    """(metric, stage 1..K, value) rows of catlab.metrics' quality() per scale, and its info.
+
+    decoder (latent runs): stages are latents; the fakes (or `pixels`, their uint8 decodes when the
+    caller has them) and the real latent pyramid are compared as decoded pixels."""
     from catlab.data import to_uint8
     quality, reference_key = _metrics_api()
     sizes = [x.shape[-1] for x in stages]
-    real = real_pyramid(data_cfg, n, sizes)
-    fake = [to_uint8(x.cpu()) for x in stages]
-    fake = [f.expand(-1, 3, -1, -1) if f.shape[1] == 1 else f for f in fake]
-    key = reference_key(data_cfg.name, data_cfg.resampler, data_cfg.resolution)
+    real = real_pyramid(data_cfg, n, sizes, decoder)
+    if decoder is None:
+        fake = [to_uint8(x.cpu()) for x in stages]
+        fake = [f.expand(-1, 3, -1, -1) if f.shape[1] == 1 else f for f in fake]
+        key = reference_key(data_cfg.name, data_cfg.resampler, data_cfg.resolution)
+    else:
+        fake = pixels if pixels is not None else decode_to_pixels(stages, decoder)[0]
+        tag = hashlib.sha256(json.dumps(decoder.ident, sort_keys=True).encode()).hexdigest()[:8]
+        key = reference_key(f"{data_cfg.name}-vae{tag}", data_cfg.resampler, data_cfg.resolution)
     res = quality(fake, real, metrics=tuple(metrics), extractor=extractor, cache_key=key,
                   cache_root=cache_root(), kid_subset_size=kid_subset(n))
     rows = []
@@ -217,7 +255,10 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2"
     metrics: subset of catlab.metrics' fid, kid, prc, isc (() skips quality); names like fid_domain_1k,
         stage = scale 1..K. distances: names for the diagnostics (discrepancy_l2, rewrite_lpips-domain,
         direction_l2 ...; stage 1..K-1). df.attrs["info"]: step, n, fid_extractor, cache_hits (reference
-        statistics found in the cache, per scale), reused (read back from <run_dir>/analysis/), ...
+        statistics found in the cache, per scale), reused (read back from <run_dir>/analysis/), latent,
+        decoder (its ident, latent runs), skipped (what a latent run without a decoder left out), ...
+    Latent runs: l2/l1 diagnostics on the latents; quality and lpips-* on decoded pixels, or skipped
+    (with one notice line) when there is no decoder ($CATLAB_VAE).
     log: send freshly computed rows to the run's MLflow run at the run's final step.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 2:
@@ -225,19 +266,35 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2"
     run_dir = Path(run_dir)
     metrics, distances = tuple(metrics or ()), tuple(distances or ())
     cfg = run_config(run_dir)
+    latent, decoder = run_decoder(cfg, device)
+    skipped = ()
+    if latent and decoder is None:                           # no pixels: latent-space diagnostics only
+        skipped = metrics + tuple(d for d in distances if is_pixel_distance(d))
+        metrics, distances = (), tuple(d for d in distances if not is_pixel_distance(d))
     spec = {"ckpt": fingerprint(run_dir / "ckpt" / "last.pt"), "n": n, "diag_n": DIAG_N, "metrics": metrics,
             "distances": distances,
             "extractor": extractor_id(extractor, metrics), "device": torch.device(device).type}
+    if latent:
+        spec["decoder"] = decoder.ident if decoder is not None else None
 
     def compute() -> pd.DataFrame:
         G, _ = load_generator(run_dir, device=device)
         step = int(read_json(run_dir / "run.json").get("step") or safe_load(run_dir / "ckpt" / "last.pt")["step"])
         stages = generate(G, *fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes), batch)
-        rows = diagnostics([x[:DIAG_N] for x in stages], distances, cfg.data.resampler, batch)
-        info = {"run_dir": str(run_dir), "step": step, "n": n, "fid_extractor": None, "cache_hits": []}
+        diag = [x[:DIAG_N] for x in stages]
+        near = tuple(d for d in distances if not (latent and is_pixel_distance(d)))
+        rows = diagnostics(diag, near, cfg.data.resampler, batch)
+        pixels = None
+        if latent and (metrics or len(near) < len(distances)):   # decode once: all n for quality, else DIAG_N
+            pixels, head = decode_to_pixels(stages if metrics else diag, decoder, keep=DIAG_N, batch=batch)
+            far = tuple(d for d in distances if d not in near)
+            rows += diagnostics(head, far, cfg.data.resampler, batch, direction=not near)
+        info = {"run_dir": str(run_dir), "step": step, "n": n, "fid_extractor": None, "cache_hits": [],
+                "latent": latent, "decoder": decoder.ident if decoder is not None else None,
+                "skipped": list(skipped)}
         if metrics:
             before = _cache_files()
-            q_rows, q_info = scale_quality(stages, cfg.data, n, metrics, extractor)
+            q_rows, q_info = scale_quality(stages, cfg.data, n, metrics, extractor, decoder, pixels)
             rows += q_rows
             info.update(q_info, cache_hits=[bool(c) and any(f.startswith(c) for f in before)
                                             for c in q_info.get("cache_names", [])])
@@ -260,15 +317,20 @@ def quality_curve(run_dir, n: int = 1000, metrics=("fid",), extractor: str = "au
     if not snaps:
         raise UserError(f"run dir must hold EMA snapshots (snapshots/ema_*.pt), but got none in {run_dir}")
     metrics = tuple(metrics)
+    latent, decoder = run_decoder(run_config(run_dir), device)
+    if latent and decoder is None:                           # no pixels, no quality (the notice said so)
+        metrics = ()
     spec = {"snaps": [fingerprint(p) for _, p in snaps], "n": n, "metrics": metrics,
             "extractor": extractor_id(extractor, metrics), "device": torch.device(device).type}
+    if latent:
+        spec["decoder"] = decoder.ident if decoder is not None else None
 
     def compute() -> pd.DataFrame:
         rows, inputs = [], None
-        for step, path in snaps:
+        for step, path in snaps if metrics else []:
             G, cfg = load_generator(run_dir, snapshot=path, device=device)
             inputs = inputs or fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
-            q_rows, _ = scale_quality(generate(G, *inputs, batch), cfg.data, n, metrics, extractor)
+            q_rows, _ = scale_quality(generate(G, *inputs, batch), cfg.data, n, metrics, extractor, decoder)
             rows += [(step, step * cfg.train.batch, m, k, v) for m, k, v in q_rows]
         return pd.DataFrame(rows, columns=["step", "images_seen", "metric", "stage", "value"])
     df = memo(run_dir, "curve", spec, compute, reuse)

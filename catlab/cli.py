@@ -33,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="default: <run.root>/<config hash>-s<seed>")
     t.add_argument("--dry-run", action="store_true", help="validate and print the plan; train nothing")
 
-    s = sub.add_parser("sample", help="write uint8 PNGs from a run's EMA generator")
+    s = sub.add_parser("sample", help="write uint8 PNGs from a run's EMA generator",
+                       description="Write uint8 PNGs (NNNNN_classY.png) of one stage from a run's EMA generator. "
+                       "Latent runs (data.name=latents:PATH) are decoded to PNGs with the local diffusers "
+                       "AutoencoderKL at $CATLAB_VAE; without it (one notice line) the stage's latents go to "
+                       "OUT/latents_stageK.npz instead: latents (N, C, s, s) float32 divided by the scale "
+                       "factor (ready for vae.decode), labels (N,), scale_factor, seed, stage -- the same "
+                       "format as a latents:PATH dataset.")
     s.add_argument("run_dir")
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--out", required=True)
@@ -111,9 +117,10 @@ def _plan(cfg, run_dir) -> int:
 
 
 def cmd_sample(args) -> int:
+    import numpy as np
     import torch
     from catlab.checkpoint import load_generator
-    from catlab.data import to_uint8
+    from catlab.data import latents, to_uint8
     from catlab.samples import save_png
     if args.n < 1:
         raise UserError(f"--n must be >= 1, but got n={args.n}")
@@ -121,6 +128,9 @@ def cmd_sample(args) -> int:
     k = G.num_stages if args.stage is None else args.stage
     if not 1 <= k <= G.num_stages:
         raise UserError(f"--stage must be in 1..{G.num_stages}, but got stage={args.stage}")
+    latent = latents.is_latent(cfg.data.name)
+    scale_factor = latents.read_scale_factor(cfg.data.name[len(latents.PREFIX):]) if latent else 1.0
+    decoder = latents.load_decoder(scale_factor) if latent else None
     num_classes = G.num_classes
     out = Path(args.out)
     try:
@@ -128,16 +138,29 @@ def cmd_sample(args) -> int:
     except OSError as e:
         raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
     g = torch.Generator().manual_seed(args.seed)
-    written = 0
+    written, raw, labels = 0, [], []
     for start in range(0, args.n, 256):
         b = min(256, args.n - start)
         z = torch.randn(b, G.z_dim, generator=g)
         y = (torch.arange(start, start + b)) % num_classes
         with torch.no_grad():
-            imgs = to_uint8(G(z, y)[k - 1].clamp(-1, 1))
+            x = G(z, y)[k - 1]
+        if latent and decoder is None:
+            raw.append(x.float() / scale_factor)
+            labels.append(y)
+            continue
+        imgs = to_uint8((decoder(x) if decoder is not None else x).clamp(-1, 1))
         for i in range(b):
             save_png(imgs[i], out / f"{start + i:05d}_class{int(y[i])}.png")
             written += 1
+    if raw:
+        path = out / f"latents_stage{k}.npz"
+        lat = torch.cat(raw)
+        np.savez(path, latents=lat.numpy(), labels=torch.cat(labels).numpy(),
+                 scale_factor=np.float32(scale_factor), seed=np.int64(args.seed), stage=np.int64(k))
+        print(f"wrote {len(lat)} latents ({'x'.join(map(str, lat.shape[1:]))}, stage {k}, divided by the scale "
+              f"factor {scale_factor:g}) to {path}")
+        return 0
     print(f"wrote {written} PNGs ({imgs.shape[-1]}x{imgs.shape[-1]}, stage {k}) to {out}")
     return 0
 

@@ -13,12 +13,16 @@ channels). data.n keeps a seeded subset (0 = all), like imagefolder. The latents
 misalignment diagnostics (L2 in latent space) work on them unchanged.
 
 Pixel metrics (FID, LPIPS) need pixels: `load_decoder()` loads a local diffusers AutoencoderKL from
-$CATLAB_VAE (diffusers is an optional dependency). Without one it prints a one-line notice and returns
-None, and pixel metrics are skipped. `decode_stages` decodes each stage at its own latent scale
-(s_k latent px -> 8 s_k px for SD-VAE), in batches.
+$CATLAB_VAE (diffusers is an optional dependency; loaded once per process and device). Without one it
+prints a one-line notice and returns None: analysis skips the pixel metrics (the L2 diagnostics still run
+in latent space) and `catlab sample` writes latents instead of PNGs. `decoder_for(data_cfg)` is the
+decoder of a run's data (its .npz's scale_factor). `decode_stages` decodes each stage at its own latent
+scale (s_k latent px -> 8 s_k px for SD-VAE), in batches. `decoder.ident` names what decoded pixels
+depend on (decoder, its files, scale_factor): analysis keys its caches by it.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -29,11 +33,13 @@ import numpy as np
 import torch
 
 from catlab.data.base import ImageSet
+from catlab.data.pyramid import to_uint8
 from catlab.errors import UserError
 
 PREFIX = "latents:"
 VAE_ENV = "CATLAB_VAE"
 _noticed: set[str] = set()
+_VAES: dict[tuple[str, str], object] = {}    # (folder, device) -> loaded AutoencoderKL
 
 
 @dataclass
@@ -125,13 +131,23 @@ def notice(message: str) -> None:
 
 
 class LatentDecoder:
-    """latents as trained (times scale_factor) (B, C, h, w) -> pixels float [-1, 1] (B, 3, 8h, 8w), in batches."""
+    """latents as trained (times scale_factor) (B, C, h, w) -> pixels float [-1, 1] (B, 3, 8h, 8w), in batches.
 
-    def __init__(self, vae, scale_factor: float = 1.0, batch: int = 64):
+    vae: anything with .decode(z).sample (a diffusers AutoencoderKL). name, fingerprint: what identifies
+    its weights (load_decoder passes the folder and a digest of its files' names, sizes and mtimes).
+    """
+
+    def __init__(self, vae, scale_factor: float = 1.0, batch: int = 64, name: str = "", fingerprint: str = ""):
         self.vae, self.scale_factor, self.batch = vae, scale_factor, batch
+        self.name, self.fingerprint = name or type(vae).__name__, fingerprint
         p = next(vae.parameters(), None) if hasattr(vae, "parameters") else None
         self.device = p.device if p is not None else torch.device("cpu")
         self.dtype = p.dtype if p is not None else torch.float32
+
+    @property
+    def ident(self) -> dict:
+        """What decoded pixels depend on, for cache keys: decoder name, its files' digest, scale_factor."""
+        return {"decoder": self.name, "fingerprint": self.fingerprint, "scale_factor": float(self.scale_factor)}
 
     @torch.no_grad()
     def __call__(self, latents: torch.Tensor) -> torch.Tensor:
@@ -142,14 +158,22 @@ class LatentDecoder:
         return torch.cat(out)
 
 
+def folder_fingerprint(path: Path) -> str:
+    """A digest of a folder's file names, sizes and mtimes (cheap; changes when the weights change)."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:12]
+
+
 def load_decoder(scale_factor: float = 1.0, path: str | None = None, device="cpu") -> LatentDecoder | None:
     """The AutoencoderKL at path (else $CATLAB_VAE), or None with a one-line notice when none is given."""
     path = path or os.environ.get(VAE_ENV) or ""
     if not path:
-        notice(f"latent run without a decoder: pixel metrics (FID, LPIPS) skipped; set {VAE_ENV}=PATH "
-               "to a local diffusers AutoencoderKL folder to decode samples")
+        notice(f"latent run without a decoder: pixel metrics (FID, LPIPS) skipped and samples stay latents; "
+               f"set {VAE_ENV}=PATH to a local diffusers AutoencoderKL folder to decode them")
         return None
-    if not Path(path).expanduser().exists():
+    folder = Path(path).expanduser()
+    if not folder.exists():
         raise UserError(f"{VAE_ENV} must name a local diffusers AutoencoderKL folder, but got {VAE_ENV}={path!r} "
                         "(it does not exist)")
     try:
@@ -157,10 +181,35 @@ def load_decoder(scale_factor: float = 1.0, path: str | None = None, device="cpu
     except ImportError:
         raise UserError(f"{VAE_ENV}={path} needs the optional dependency diffusers (pip install diffusers), "
                         "but it is not installed") from None
-    vae = AutoencoderKL.from_pretrained(str(Path(path).expanduser()), local_files_only=True)
-    return LatentDecoder(vae.to(device).eval().requires_grad_(False), scale_factor)
+    key = (str(folder.resolve()), str(torch.device(device)))
+    if key not in _VAES:
+        vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+        _VAES[key] = vae.to(device).eval().requires_grad_(False)
+    return LatentDecoder(_VAES[key], scale_factor, name=key[0], fingerprint=folder_fingerprint(folder))
+
+
+def decoder_for(data_cfg, device="cpu") -> LatentDecoder | None:
+    """The decoder of a latents:PATH run (scale_factor from its .npz), or None (after the one-line notice)."""
+    return load_decoder(read_scale_factor(data_cfg.name[len(PREFIX):]), device=device)
 
 
 def decode_stages(stages: list[torch.Tensor], decoder: LatentDecoder) -> list[torch.Tensor]:
     """K stage latents (N, C, s_k, s_k), coarse to fine -> K pixel images (N, 3, f s_k, f s_k) in [-1, 1]."""
     return [decoder(x) for x in stages]
+
+
+def decode_to_pixels(stages, decoder, keep: int = 0, batch: int = 256):
+    """K stage latents (N, C, s_k, s_k) -> (K uint8 (N, 3, f s_k, f s_k), K float [-1, 1] of the first `keep`).
+
+    Decodes in chunks of `batch`, so only the uint8 pixels of all N samples are held."""
+    u8, first = [], []
+    for x in stages:
+        parts, head = [], []
+        for i in range(0, len(x), batch):
+            px = decoder(x[i:i + batch])                     # (b, 3, f s, f s) float [-1, 1]
+            parts.append(to_uint8(px))
+            if i < keep:
+                head.append(px[:keep - i])
+        u8.append(torch.cat(parts))
+        first.append(torch.cat(head) if head else None)
+    return u8, first
