@@ -1,4 +1,5 @@
-"""Run a study: `catlab ablate STUDY [--profile cpu|gpu] [--seeds N] [--workers N] [--dry-run] [KEY=VALUE ...]`.
+"""Run a study: `catlab ablate STUDY [--profile cpu|gpu] [--seeds N] [--workers N] [--dry-run] [--storage URL]
+[KEY=VALUE ...]`. With --storage, machines share the grid through Optuna (experiments/grid_storage.py).
 
     ablate("ablation-consistency", overrides=["train.steps=200"])   # -> 0, or 1 if any cell failed
 
@@ -236,9 +237,10 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
     """Run (or with dry_run, print) a study's grid. Returns 0, or 1 if any cell failed."""
     st = get_study(study)
     n_seeds = check_options(st, profile, seeds, workers)
-    if storage:
-        raise UserError("--storage is not supported yet")
     overrides = list(overrides)
+    if storage:                          # the cells as trials of an Optuna study on a shared storage
+        from experiments.grid_storage import ablate_shared
+        return ablate_shared(st, profile, n_seeds, workers, dry_run, overrides, storage)
     cells = build_grid(st, profile, n_seeds, overrides)
     if dry_run:
         print_grid(st, profile, cells)

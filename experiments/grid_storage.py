@@ -1,0 +1,417 @@
+"""A study's grid across machines: `catlab ablate STUDY --storage URL [--workers N]`.
+
+    ablate("ablation-consistency", storage="/shared/optuna/abl.journal")   # on every machine; -> 0 or 1
+
+Every cell of the grid is one trial of an Optuna study with a GridSampler over one categorical parameter,
+`cell` (the cell names, in the grid's seed-by-seed order), kept in a shared storage: a journal file on a disk
+every machine sees, or PostgreSQL (experiments/search_storage.py: the same storages, locks, worker liveness and
+re-queueing of a dead worker's trials as `catlab search`). The Optuna study is ablate-<study>-<profile>-<hash>,
+the hash of the grid (every cell's name and config hash), so --seeds and overrides that change a config make
+another study, and run.* overrides do not.
+
+A worker, under the storage's lock: reap the trials of dead workers (FAIL, re-queued with the same cell), and
+while a cell has no trial yet or a trial waits in the queue, start one (study.optimize(n_trials=1): the grid
+point is taken, then the lock is released). A trial that got a cell another trial already holds (RUNNING or
+COMPLETE: a race the lock cannot rule out on servers without one) ends PRUNED without training. A cell trains
+through experiments.runner.run_cell, as in the local grid: the same run dir <hash>-s<seed> (a FINISHED one is
+skipped, a partly run one resumes from its checkpoint), the same nested MLflow run under the study's parent
+(its id in the Optuna study's user_attrs, per tracking URI). A failed cell ends FAIL and the grid goes on; each
+start of the command re-queues, once, the cells that had failed before it. A worker with nothing left to
+start waits for the cells of other workers (and takes over those of a worker that dies), then every command
+writes cells.csv and study.json from the storage, prints the summary and exits 1 if any cell failed. One of
+them (the first to see the whole grid final, or a command that found nothing to run) runs the analysis and
+the report, when every finished cell's run dir is on its disk, and ends the MLflow parent run. Workers on a
+journal file need a disk whose flock works across machines; the run dirs are locked the same way.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from catlab.errors import RunFailed, UserError
+from experiments import outputs
+from experiments.grid import Cell, build_grid, command, get_study, print_grid, study_dir
+from experiments.search_storage import Liveness, StorageSpec, budget_lock, open_storage, reap, resolve
+
+POLL_S = 2.0        # how often a worker that waits for the cells of others looks at the storage again
+HEARTBEAT_S = 60    # RDB storages: seconds between a trial's heartbeats (stale after 2x)
+MAX_RETRY = 2       # a dead worker's cell is re-queued at most this often per start of the command
+STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "RUNNING": "RUNNING", "WAITING": "PENDING"}
+
+
+@dataclass
+class GridPlan:
+    """What a worker needs (picklable: it travels to spawned worker processes)."""
+    study: str
+    profile: str
+    seeds: int
+    overrides: list
+    storage: StorageSpec
+    name: str                        # the Optuna study
+    parent_run_id: str | None = None
+    threads: int | None = None       # torch threads of a spawned worker
+
+    def cells(self) -> list[Cell]:
+        cells = build_grid(get_study(self.study), self.profile, self.seeds, self.overrides)
+        if self.threads:                 # bars of parallel workers would interleave
+            for c in cells:
+                c.cfg = c.cfg.override({"run.progress": False})
+        return cells
+
+
+def optuna_name(study: str, profile: str, cells: list[Cell]) -> str:
+    grid = "\n".join(f"{c.name} {c.cfg.hash()}" for c in cells)
+    return f"ablate-{study}-{profile}-{hashlib.sha256(grid.encode()).hexdigest()[:8]}"
+
+
+def grid_sampler(names: list[str]):
+    """GridSampler over `cell`. Its grid is shuffled by the seed; put it back in the grid's order (trial k of the
+    first pass gets cell k), so an interrupted grid leaves complete seeds behind, as the local grid does."""
+    import optuna
+    sampler = optuna.samplers.GridSampler({"cell": names}, seed=0)
+    if isinstance(getattr(sampler, "_all_grids", None), list) and len(sampler._all_grids) == len(names):
+        sampler._all_grids = [(n,) for n in names]
+    return sampler
+
+
+def shown(spec: StorageSpec) -> str:
+    """The storage as printed and recorded (study.json, MLflow): a database URL without its password."""
+    if spec.kind == "journal":
+        return str(spec)
+    from sqlalchemy.engine import make_url
+    return make_url(spec.url).render_as_string(hide_password=True)
+
+
+def open_grid(spec: StorageSpec):
+    """The storage, with a one-line UserError naming --storage for what cannot be opened."""
+    try:
+        return open_storage(spec, HEARTBEAT_S)
+    except OSError as e:
+        raise UserError(f"--storage must be a journal file in a writable folder (or a database URL like "
+                        f"postgresql://user@host/db), but got storage={spec.url!r} ({e.strerror or e})") from None
+
+
+# ---- the storage's view of the grid -------------------------------------------------------------------------
+def cell_of(t) -> str | None:
+    """The cell of a trial (a queued one holds it in its fixed params until it runs)."""
+    return t.params.get("cell") or (t.system_attrs.get("fixed_params") or {}).get("cell")
+
+
+def cell_trials(study, names: list[str]) -> dict:
+    """{cell: its trial}: a COMPLETE one, else the latest; duplicates (PRUNED) do not count; untried cells absent."""
+    out = {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        name = cell_of(t)
+        if name in names and t.state.name != "PRUNED" and (name not in out or out[name].state.name != "COMPLETE"):
+            out[name] = t
+    return out
+
+
+def pending(study, names: list[str]) -> tuple[bool, bool]:
+    """(a trial can be started now: a cell is untried or a trial is queued, some cell is still running).
+    A queued twin of a cell that another trial holds counts too: it is started, and pruned at once."""
+    trials = cell_trials(study, names)
+    queued = any(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False))
+    return len(trials) < len(names) or queued, any(t.state.name == "RUNNING" for t in trials.values())
+
+
+def cell_results(study, names: list[str]) -> dict:
+    """{cell: {status, reason, mlflow_run_id}} for outputs.cell_rows (untried cells: PENDING)."""
+    res = {}
+    for name, t in cell_trials(study, names).items():
+        a = t.user_attrs
+        reason = a.get("reason", "") if t.state.name == "COMPLETE" else a.get("reason") or a.get("error", "")
+        res[name] = {"status": STATUS.get(t.state.name, t.state.name), "reason": reason or "",
+                     "mlflow_run_id": a.get("mlflow_run_id")}
+    return res
+
+
+def requeue_failed(study, names: list[str]) -> list[str]:
+    """Queue one more trial for each cell whose trial FAILED (call under the lock, after reap)."""
+    failed = [(n, t) for n, t in cell_trials(study, names).items() if t.state.name == "FAIL"]
+    for name, t in failed:
+        study.enqueue_trial({"cell": name}, user_attrs={"retry_of": t.number})
+    return [n for n, _ in failed]
+
+
+def on_stale(cells: dict, ml, say):
+    """A dead worker's trial: its cell's MLflow run ends KILLED (the retry resumes it); the cell is re-queued."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from experiments.runner import read_info
+
+    def callback(study, t) -> None:
+        c = cells.get(cell_of(t))
+        run_id = read_info(c.run_dir).get("mlflow_run_id") if c else None
+        if ml is not None and run_id:
+            ml.end(run_id, "KILLED", "its grid worker died")
+        say(f"trial {t.number} ({cell_of(t)}) fail: its worker died; re-queued")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, t)
+    return callback
+
+
+def mlflow_client(cells: list[Cell]):
+    from catlab.tracking import MLflow
+    return MLflow(cells[0].cfg.run.tracking_uri) if cells[0].cfg.run.mlflow else None
+
+
+# ---- one cell: one trial --------------------------------------------------------------------------------------
+def run_trial(trial, plan: GridPlan, cells: dict, names: list[str], lock, liveness: Liveness, ml, say,
+              current: dict) -> float:
+    import optuna
+    from experiments.runner import finished_info, run_cell
+    name = trial.suggest_categorical("cell", names)
+    trial.set_user_attr("worker", liveness.tag)
+    current["cell"] = name
+    twin = [t.number for t in trial.study.get_trials(deepcopy=False) if t.number != trial.number
+            and cell_of(t) == name and t.state.name in ("RUNNING", "COMPLETE")]
+    if twin:
+        trial.set_user_attr("duplicate_of", twin[0])
+        untried = [n for n in names if n not in cell_trials(trial.study, names)]
+        if untried:                                     # the sampler raced: make sure the grid still moves on
+            trial.study.enqueue_trial({"cell": untried[0]})
+        lock.release()
+        current.clear()
+        raise optuna.TrialPruned(f"{name} is held by trial {twin[0]}")
+    lock.release()                                      # the trial holds its cell (RUNNING): others may ask now
+    c, k = cells[name], names.index(name) + 1
+    trial.set_user_attr("run_dir", str(c.run_dir))
+    trial.set_user_attr("config_hash", c.cfg.hash())
+    tags = {**c.tags(plan.profile), "trial": trial.number, "optuna_study": plan.name}
+    c.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(c.run_dir.with_name(c.run_dir.name + ".lock"), "w") as held:   # a twin on a shared disk waits
+        fcntl.flock(held, fcntl.LOCK_EX)
+        info = finished_info(c.run_dir, c.cfg)
+        if info:                                        # FINISHED with this config hash: nothing to train
+            res = {"status": "FINISHED", "reason": "already finished", "step": info.get("step"),
+                   "mlflow_run_id": info.get("mlflow_run_id"), "seconds": 0.0}
+            if ml is not None and plan.parent_run_id and res["mlflow_run_id"] and ml.exists(res["mlflow_run_id"]):
+                ml.set_tags(res["mlflow_run_id"], {"mlflow.parentRunId": plan.parent_run_id, **tags})
+        else:
+            start = f"[{k}/{len(names)}] start {name} -> {c.run_dir}"
+            res = run_cell(c.cfg.to_dict(), plan.parent_run_id, tags, plan.threads, say(start, False))
+    for key in ("status", "reason", "step", "mlflow_run_id", "seconds"):
+        if res.get(key) is not None:
+            trial.set_user_attr(key, res[key])
+    if res["status"] != "FINISHED":
+        raise RunFailed(res.get("reason") or f"the run ended {res['status']}")
+    return float(res["seconds"])
+
+
+def work(plan: GridPlan, index: int = 0) -> int:
+    """Start cells until none is left to start, then wait for the running ones (and take over a dead worker's).
+    0, or 1 when trial after trial trains no cell (the sampler hands out held cells, or none)."""
+    import optuna
+    if plan.threads:
+        import torch
+        torch.set_num_threads(plan.threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    def say(msg: str, now: bool = True) -> str:
+        line = f"[worker {index}] {msg}" if index else msg
+        return print(line, flush=True) or line if now else line
+    cell_list = plan.cells()
+    cells, names = {c.name: c for c in cell_list}, [c.name for c in cell_list]
+    ml = mlflow_client(cell_list)
+    stale = on_stale(cells, ml, say)
+    study = optuna.load_study(study_name=plan.name, storage=open_storage(plan.storage, HEARTBEAT_S, stale),
+                              sampler=grid_sampler(names))
+    lock, liveness = budget_lock(plan.storage, plan.name), Liveness(plan.storage)
+    idle, current = {"n": 0}, {}      # trials in a row that trained no cell (a twin, or none); the running one
+
+    def done(study, t) -> None:
+        name, a = cell_of(t), t.user_attrs
+        k = f"[{names.index(name) + 1}/{len(names)}]" if name in names else ""
+        idle["n"] = idle["n"] + 1 if "duplicate_of" in a or name not in names else 0
+        if "duplicate_of" in a:
+            say(f"{k} skipped {name}: held by trial {a['duplicate_of']}")
+        else:
+            reason = a.get("reason") or a.get("error") or ""
+            status = STATUS.get(t.state.name, t.state.name).lower()
+            say(f"{k} {status} {name} in {a.get('seconds', 0):.0f}s" + (f" -- {reason}" if reason else ""))
+
+    def objective(trial):
+        current.update(number=trial.number)
+        try:
+            return run_trial(trial, plan, cells, names, lock, liveness, ml, say, current)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # noqa: BLE001 -- recorded on the trial, which ends FAIL; the grid goes on
+            trial.set_user_attr("error", (str(e) or type(e).__name__).strip().splitlines()[0][:300])
+            raise
+    try:
+        while True:
+            with lock:
+                reap(study, liveness, stale)
+                can_start, running = pending(study, names)
+                if can_start:
+                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[done])
+                    current.clear()
+                    if idle["n"] > 2 * len(names):        # never expected: the sampler keeps failing us
+                        say(f"{idle['n']} trials in a row trained no cell: this worker stops")
+                        return 1
+                elif not running:
+                    return 0
+            if not can_start:
+                time.sleep(POLL_S)
+    except KeyboardInterrupt:             # the trial ended FAIL: queue its cell again, for this grid's other workers
+        if current.get("cell"):
+            study.enqueue_trial({"cell": current["cell"]}, user_attrs={"retry_of": current["number"]})
+        raise
+    finally:
+        liveness.close()
+
+
+def work_entry(plan: GridPlan, index: int) -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(work(plan, index))
+
+
+# ---- the command ----------------------------------------------------------------------------------------------
+def open_study(spec: StorageSpec, name: str, names: list[str], identity: dict, cells: list[Cell]):
+    """Create or load the grid's Optuna study; under the lock, reap dead workers' cells and re-queue failed ones."""
+    import optuna
+    storage = open_grid(spec)
+    with budget_lock(spec, name):
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                    sampler=grid_sampler(names), direction="minimize")
+        if "catlab" not in study.user_attrs:
+            study.set_user_attr("catlab", identity)
+        liveness = Liveness(spec)
+        try:
+            reap(study, liveness, on_stale({c.name: c for c in cells}, None, print))
+        finally:
+            liveness.close()
+        retried = requeue_failed(study, names)
+    return study, retried
+
+
+def parent_run(study, spec: StorageSpec, name: str, st, profile: str, overrides: list, ml) -> str | None:
+    """The grid's MLflow parent run for this tracking URI (in the study's user_attrs), created under the lock."""
+    if ml is None:
+        return None
+    key = f"mlflow_parent_run_id {ml.uri}"
+    with budget_lock(spec, name):
+        pid = study.user_attrs.get(key)
+        if pid and ml.exists(pid):
+            ml.resume(pid)
+            return pid
+        pid = ml.create_run(st.name, st.name, {"study": st.name, "profile": profile, "kind": "study",
+                                               "storage": shown(spec), "optuna_study": name})
+        if pid:
+            ml.log_params(pid, {"study": st.name, "profile": profile, "axes": ",".join(st.axes),
+                                "overrides": " ".join(overrides) or "none", "storage": shown(spec)})
+            study.set_user_attr(key, pid)
+    return pid
+
+
+def run_workers(plan: GridPlan, workers: int) -> list[int]:
+    if workers == 1:
+        return [work(plan, 0)]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=work_entry, args=(plan, i + 1), name=f"grid-worker-{i + 1}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    return [p.exitcode for p in procs]
+
+
+def claim_finish(study, spec: StorageSpec, name: str, names: list[str], again: bool) -> bool:
+    """True for one command per final state of the grid (and for a command that found it final: again=True):
+    it runs the analysis and ends the MLflow parent."""
+    with budget_lock(spec, name):
+        can_start, running = pending(study, names)
+        mark = len(study.get_trials(deepcopy=False))
+        if can_start or running or (study.user_attrs.get("finished_at_trials") == mark and not again):
+            return False
+        study.set_user_attr("finished_at_trials", mark)
+        return True
+
+
+def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, overrides: list,
+                  storage: str) -> int:
+    """`catlab ablate STUDY --storage URL`: pull the grid's cells from a shared Optuna storage (see the top)."""
+    import optuna
+    from experiments.runner import analyse, build_report, preflight, print_summary
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    spec = resolve(storage, st.name)
+    cells = build_grid(st, profile, n_seeds, overrides)
+    names, name = [c.name for c in cells], optuna_name(st.name, profile, cells)
+    if dry_run:
+        print_grid(st, profile, cells)
+        print(f"dry run: nothing trained. Cells would be trials of the Optuna study {name} in {shown(spec)}")
+        return 0
+    if spec.kind == "sqlite" and workers > 1:
+        print("catlab: warning: sqlite storage locks under parallel workers; use a journal file or PostgreSQL "
+              "with --workers > 1", file=sys.stderr)
+    identity = {"study": st.name, "profile": profile, "seeds": n_seeds, "cells": names,
+                "overrides": sorted(o for o in overrides if not o.startswith("run."))}
+    study, retried = open_study(spec, name, names, identity, cells)
+    preflight(cells)
+    ml = mlflow_client(cells)
+    pid = parent_run(study, spec, name, st, profile, overrides, ml)
+    sdir = study_dir(st.name)
+    cmd = f"{command(st.name, profile, n_seeds, overrides)} --storage {shown(spec)}"
+
+    def save() -> list[dict]:
+        rows = outputs.cell_rows(cells, cell_results(study, names))
+        outputs.write_cells_csv(sdir / "cells.csv", rows)
+        outputs.write_study_json(sdir / "study.json", {
+            "study": st.name, "profile": profile, "overrides": overrides, "command": cmd, "parent_run_id": pid,
+            "tracking_uri": ml.uri if ml else None, "storage": shown(spec), "optuna_study": name, "cells": rows})
+        return rows
+    rows = save()
+    again = not any(pending(study, names))          # nothing to run: the analysis and the summary, as locally
+    n_done = sum(r["status"] == "FINISHED" for r in rows)
+    print(f"{st.name} (profile {profile}): {len(cells)} cells as trials of {name} in {shown(spec)}; {n_done} finished"
+          + (f", {len(retried)} failed before and re-queued" if retried else "")
+          + f"; {workers} worker process(es) here; outputs in {sdir}", flush=True)
+    plan = GridPlan(st.name, profile, n_seeds, list(overrides), spec, name, pid,
+                    max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    try:
+        codes = run_workers(plan, workers)
+    except KeyboardInterrupt:
+        save()
+        raise
+    rows = save()
+    final = not any(pending(study, names))
+    failed = [r for r in rows if r["status"] != "FINISHED"]
+    if claim_finish(study, spec, name, names, again):
+        missing = [r["cell"] for r in rows if r["status"] == "FINISHED"
+                   and not (Path(r["run_dir"]) / "ckpt" / "last.pt").exists()]
+        if missing:
+            print(f"analysis: skipped here: the run dirs of {', '.join(missing)} are not on this disk; copy "
+                  f"{sdir / 'runs'} here, then: catlab analyze {st.name}")
+        elif len(failed) < len(rows):
+            analyse(st.name, profile)
+            build_report(st.name, profile)
+        if ml and pid:
+            for f in ("cells.csv", "study.json"):
+                ml.log_artifact(pid, sdir / f)
+            ml.set_tags(pid, {"cells": len(rows), "failed": len(failed)})
+            ml.end(pid, "FAILED" if failed else "FINISHED", f"{len(failed)} of {len(rows)} cells failed" if failed
+                   else "")
+    elif final:
+        print("analysis: left to the command that saw the grid final first")
+    print_summary(st, rows, ml, pid)
+    print(f"storage: {shown(spec)} (Optuna study {name})")
+    if not final or any(codes):
+        print(f"{len(failed)} of {len(rows)} cells did not finish"
+              + (f" (worker exit codes {codes})" if any(codes) else "") + f"; run the same command again: {cmd}")
+    elif failed:
+        print(f"{len(failed)} of {len(rows)} cells did not finish: " + ", ".join(r["cell"] for r in failed))
+    return 1 if failed or not final else 0
