@@ -190,7 +190,7 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, step: int, decay: flo
 # ---- the loop -----------------------------------------------------------------------------------
 def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, bar, save, grid) -> tuple[str, str]:
     t, window = cfg.train, (time.perf_counter(), s.step)
-    scales, world = s.G.scales, s.batcher.world
+    scales, world, latest = s.G.scales, s.batcher.world, {}
     while s.step < t.steps:
         s.rng.begin(s.step)
         real, y = next(s.batcher)
@@ -200,6 +200,7 @@ def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, ba
             if s.step % phase.every == 0:
                 stats.update(phase.fn(s.step, real, y))
         stats = distributed.mean_stats(stats)             # the global batch's stats, on every rank
+        latest.update(stats)                              # lazy phases (D_reg) log their last value
         update_ema(s.G_ema, s.G, s.step, t.ema, t.ema_warmup)
         s.step, s.images_seen = s.step + 1, s.images_seen + y.shape[0] * world
         bad = [k for k in ("d_loss", "g_loss", "cons", "d_reg") if k in stats and not torch.isfinite(stats[k])]
@@ -208,7 +209,7 @@ def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, ba
         if hooks.step_fn:
             hooks.step_fn(s.step, s)
         if s.step % t.log_every == 0 or s.step == t.steps:
-            stats = {k: float(v) for k, v in stats.items()}
+            stats = {k: float(v) for k, v in latest.items()}
             stats["img_per_s"] = (s.step - window[1]) * y.shape[0] * world / (time.perf_counter() - window[0])
             stats["images_seen"] = s.images_seen
             window = (time.perf_counter(), s.step)

@@ -110,7 +110,7 @@ def test_dry_run_of_ablation_consistency(workdir, capsys):
     (["ablate", "ablation-consistency", "seed=4"], "use --seeds N"),
     (["ablate", "ablation-consistency", "--seeds", "0"], "--seeds must be"),
     (["ablate", "ablation-consistency", "--workers", "0"], "--workers must be"),
-    (["ablate", "ablation-consistency", "--storage", "sqlite:///o.db"], "--storage is not supported yet"),
+    (["ablate", "ablation-consistency", "--storage", "sqlite://"], "--storage must be a file for sqlite"),
 ])
 def test_bad_input_is_one_line_before_anything_runs(workdir, capsys, argv, needle):
     assert main(argv) == 2
