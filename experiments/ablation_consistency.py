@@ -4,11 +4,13 @@
     catlab ablate ablation-consistency --profile gpu      # CIFAR-10, S model, bf16, 20k steps
     make ablation-consistency                             # the same as the first line
 
-Expected wall time: cpu about 5 min per cell (train.steps=600 at ~0.4 s per step on 2 cores, plus samples
-and checkpoints), 6 cells in about 30 min, then the analysis; gpu roughly 10-20 min per cell.
-Expected outcome [paper figs 4, 6]: with consistency ("on", lambda = the config default), cross-scale
-discrepancy and inter-stage rewrite go down at every stage and refinement-direction alignment goes up;
-final-scale FID is no worse. Arms are paired by seed (same initialisation, data order and evaluation set),
+Expected wall time: cpu about 1.6 min per cell on one core; `--workers 2` (what make runs) trains the 6
+cells in about 5 min on 2 cores, and the analysis and report add about 1.5 min. gpu roughly 10-20 min per
+cell.
+Expected outcome [paper figs 4, 6]: with consistency ("on", lambda = the profile's: 3 on cpu, calibrated in
+ablation-consistency-weight; 0.1 on gpu), cross-scale discrepancy and inter-stage rewrite go down at
+every stage and refinement-direction alignment goes up; final-scale FID is no worse.
+Arms are paired by seed (same initialisation, data order and evaluation set),
 so tests.csv holds paired tests on/off over the 3 seeds.
 """
 from experiments import Study
