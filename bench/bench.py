@@ -10,7 +10,7 @@ Prints a table and writes bench/out/bench.json with:
   - peak RSS.
 With --gpu (or on a machine with CUDA) it also times a B/2-shaped model in bf16 on the GPU.
 
-    python bench/bench.py [--steps 20] [--threads N] [--sizes tiny small] [--gpu]
+    python bench/bench.py [--steps 20] [--threads N] [--sizes tiny small] [--batch 32] [--gpu]
 """
 from __future__ import annotations
 
@@ -119,30 +119,44 @@ def bare_loop(overrides: list[str], steps: int, device: str = "cpu", dtype=None)
     return times, counter.get_total_flops()
 
 
+def interleaved(runs: dict, steps: int, rounds: int = 2) -> dict:
+    """Median step time of each run over `rounds` rounds of steps // rounds steps, the order reversed every
+    round and one untimed warm-up first, so that a noisy machine's drift hits every run alike."""
+    runs["bare"](3)
+    times: dict = {name: [] for name in runs}
+    for r in range(rounds):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            times[name] += runs[name](max(3, steps // rounds))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"])
+    p.add_argument("--batch", type=int, default=32, help="batch of every timed step (the cpu recipe trains at 16)")
     p.add_argument("--gpu", action="store_true", help="also run the GPU section (needs CUDA)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     res = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {args.threads} threads, "
-           f"torch {torch.__version__}", "steps": args.steps, "rows": []}
+           f"torch {torch.__version__}", "steps": args.steps, "batch": args.batch, "rows": []}
     peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
     res["gemm_peak_gflops"] = {k: v / 1e9 for k, v in peaks.items()}
     for size in args.sizes:
         row = {"size": size}
-        base = [f"model.size={size}", "loss.reg.kind=none"]
-        on = statistics.median(trainer_steps(base, args.steps))
-        off = statistics.median(trainer_steps(base + ["loss.consistency.weight=0"], args.steps))
-        bare_times, flops = bare_loop(base, args.steps)
-        bare = statistics.median(bare_times)
-        with_reg = statistics.median(trainer_steps([f"model.size={size}"], args.steps))
-        bf16_times, _ = bare_loop(base, max(5, args.steps // 2), dtype=torch.bfloat16)
-        row.update(step_s=on, step_cons_off_s=off, step_with_reg_s=with_reg, bare_s=bare,
-                   trainer_over_bare=on / bare, cons_on_over_off=on / off, step_gflop=flops / 1e9,
-                   mfu_fp32=flops / bare / peaks["fp32"], mfu_bf16=flops / statistics.median(bf16_times) / peaks["bf16"])
+        base = [f"model.size={size}", f"train.batch={args.batch}", "loss.reg.kind=none"]
+        flops = bare_loop(base, 1)[1]
+        t = interleaved({
+            "on": lambda n: trainer_steps(base, n),
+            "off": lambda n: trainer_steps(base + ["loss.consistency.weight=0"], n),
+            "reg": lambda n: trainer_steps(base + ["loss.reg.kind=approx"], n),
+            "bare": lambda n: bare_loop(base, n)[0],
+            "bf16": lambda n: bare_loop(base, n, dtype=torch.bfloat16)[0]}, args.steps)
+        row.update(step_s=t["on"], step_cons_off_s=t["off"], step_with_reg_s=t["reg"], bare_s=t["bare"],
+                   trainer_over_bare=t["on"] / t["bare"], cons_on_over_off=t["on"] / t["off"],
+                   step_gflop=flops / 1e9, mfu_fp32=flops / t["bare"] / peaks["fp32"],
+                   mfu_bf16=flops / t["bf16"] / peaks["bf16"])
         res["rows"].append(row)
     if args.gpu or torch.cuda.is_available():
         res["gpu"] = gpu_section(args.steps)
@@ -167,7 +181,7 @@ def gpu_section(steps: int) -> dict:
 
 
 def print_table(res: dict) -> None:
-    print(f"catlab bench  {res['date']}  {res['machine']}")
+    print(f"catlab bench  {res['date']}  {res['machine']}  batch {res['batch']}")
     print(f"GEMM peak: fp32 {res['gemm_peak_gflops']['fp32']:.1f} GFLOP/s, bf16 {res['gemm_peak_gflops']['bf16']:.1f} GFLOP/s")
     head = f"{'size':6s} {'step s':>8s} {'cons off s':>10s} {'+reg s':>8s} {'bare s':>8s} {'trainer/bare':>12s} " \
            f"{'cons on/off':>11s} {'GFLOP':>7s} {'MFU fp32':>8s} {'MFU bf16':>8s}"
