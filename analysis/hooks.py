@@ -15,6 +15,7 @@ import torch
 
 from analysis.misalignment import METRICS, cross_scale_metrics
 from analysis.quality import distance_fn
+from catlab.data.latents import notice
 from catlab.errors import UserError
 
 
@@ -34,7 +35,10 @@ def diagnostics_hook(every: int = 100, n: int = 256, distances=("l2", "lpips-dom
         if step % every and step != ctx.cfg.train.steps:
             return
         if not fns:
-            fns.update({name: distance_fn(name) for name in distances})
+            latent = ctx.state.G_ema.channels != 3       # lpips trunks want RGB: latent runs keep l2/l1
+            if latent and any(name.startswith("lpips") for name in distances):
+                notice("latent run: training diagnostics use l2/l1 only (perceptual distances need pixels)")
+            fns.update({name: distance_fn(name) for name in distances if not (latent and name.startswith("lpips"))})
         device = next(ctx.state.G_ema.parameters()).device
         z, y = ctx.eval_z[:n].to(device), ctx.eval_y[:n].to(device)
         chunks = [ctx.sample(z[i:i + batch], y[i:i + batch]) for i in range(0, len(z), batch)]

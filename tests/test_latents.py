@@ -1,16 +1,19 @@
 """Latent mode (`data.name=latents:PATH`): loading an .npz, a 2-step train with 4-channel models, the
 diagnostics on generated latents, and decoding (a stub VAE; diffusers is optional and not needed here)."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from analysis.hooks import diagnostics_hook
 from analysis.misalignment import cross_scale_metrics
 from catlab.checkpoint import load_generator, safe_load
 from catlab.config import load_config
 from catlab.data import Batcher, build_dataset, pyramid
 from catlab.data.latents import LatentDecoder, LatentSet, decode_stages, load_decoder, read_scale_factor
 from catlab.errors import UserError
-from catlab.trainer import train
+from catlab.trainer import Hooks, train
 from conftest import FAST
 
 N, C, R = 48, 4, 16
@@ -72,8 +75,10 @@ def test_missing_file_and_wrong_resolution(tmp_path):
 def test_two_step_train_with_4_channel_models_and_diagnostics(workdir):
     _npz(workdir / "z.npz", scale=0.2)
     cfg = _cfg(workdir / "z.npz", *FAST, "train.steps=2", "run.mlflow=false")
-    result = train(cfg)
+    result = train(cfg, Hooks(progress_fn=diagnostics_hook(every=2, n=16)))   # default distances: l2, lpips-domain
     assert result.status == "FINISHED" and result.step == 2
+    names = {json.loads(x)["name"] for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()}
+    assert {"diag_discrepancy_l2_s1", "diag_rewrite_l2_s3"} <= names and not any("lpips" in n for n in names)
     last = safe_load(result.run_dir / "ckpt" / "last.pt")
     assert last["meta"] == {"num_classes": 3, "channels": 4}
     assert (result.run_dir / "samples" / "grid_000002.png").exists()      # first 3 latent channels, a preview
