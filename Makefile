@@ -12,7 +12,8 @@ ARGS    ?=
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip >/dev/null
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	@echo "catlab: installing catlab and its pinned dependencies into $(VENV) (once; about 2 min)"
+	$(VENV)/bin/pip install --progress-bar off -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
