@@ -60,6 +60,7 @@ class State:
     rng: distributed.StepRNG
     step: int = 0
     images_seen: int = 0
+    latest: dict = field(default_factory=dict)   # every stat's latest value: lazy phases (D_reg) log their last
 
 
 @dataclass
@@ -190,7 +191,7 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, step: int, decay: flo
 # ---- the loop -----------------------------------------------------------------------------------
 def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, bar, save, grid) -> tuple[str, str]:
     t, window = cfg.train, (time.perf_counter(), s.step)
-    scales, world, latest = s.G.scales, s.batcher.world, {}
+    scales, world = s.G.scales, s.batcher.world
     while s.step < t.steps:
         s.rng.begin(s.step)
         real, y = next(s.batcher)
@@ -200,7 +201,7 @@ def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, ba
             if s.step % phase.every == 0:
                 stats.update(phase.fn(s.step, real, y))
         stats = distributed.mean_stats(stats)             # the global batch's stats, on every rank
-        latest.update(stats)                              # lazy phases (D_reg) log their last value
+        s.latest.update(stats)
         update_ema(s.G_ema, s.G, s.step, t.ema, t.ema_warmup)
         s.step, s.images_seen = s.step + 1, s.images_seen + y.shape[0] * world
         bad = [k for k in ("d_loss", "g_loss", "cons", "d_reg") if k in stats and not torch.isfinite(stats[k])]
@@ -209,7 +210,7 @@ def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, ba
         if hooks.step_fn:
             hooks.step_fn(s.step, s)
         if s.step % t.log_every == 0 or s.step == t.steps:
-            stats = {k: float(v) for k, v in latest.items()}
+            stats = {k: float(v) for k, v in s.latest.items()}
             stats["img_per_s"] = (s.step - window[1]) * y.shape[0] * world / (time.perf_counter() - window[0])
             stats["images_seen"] = s.images_seen
             window = (time.perf_counter(), s.step)
@@ -274,6 +275,7 @@ def pack(s: State, cfg: Config, meta: dict) -> dict:
     return {"G": s.G.state_dict(), "D": s.D.state_dict(), "G_ema": s.G_ema.state_dict(),
             "opt_g": s.opt_g.state_dict(), "opt_d": s.opt_d.state_dict(), "step": s.step,
             "images_seen": s.images_seen, "rng": ckpt.rng_state(), "data": s.batcher.state_dict(),
+            "latest": {k: float(v) for k, v in s.latest.items()},
             "config_hash": cfg.hash(), "meta": meta}
 
 
@@ -288,6 +290,7 @@ def unpack(s: State, state: dict, cfg: Config, path: Path) -> None:
         raise UserError(f"checkpoint {path} does not fit this model ({type(e).__name__}); "
                         "delete it to start over") from None
     s.step, s.images_seen = state["step"], state["images_seen"]
+    s.latest = {k: torch.tensor(v) for k, v in state.get("latest", {}).items()}
     world = state["data"].get("world", 1)
     if world != s.batcher.world:
         raise UserError(f"checkpoint {path} was written by a run on {world} rank(s), but this run has "

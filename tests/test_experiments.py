@@ -50,11 +50,13 @@ def test_registry_holds_the_eight_studies_and_refuses_duplicates():
         assert "train.steps" not in {**st.base, **st.profiles["cpu"]}        # the config default
         assert st.profiles["gpu"]["train.precision"] == "bf16" and st.profiles["gpu"]["data.name"] == "cifar10"
     on = STUDIES["ablation-consistency"].axes["consistency"]
-    assert on == {"on": {"loss.consistency.weight": ConsistencyConfig.weight},
-                  "off": {"loss.consistency.weight": 0.0}}
+    assert on == {"on": {}, "off": {"loss.consistency.weight": 0.0}}     # on: the profile's lambda
+    cpu, gpu = (build_grid(STUDIES["ablation-consistency"], p, 1)[0].cfg.loss for p in ("cpu", "gpu"))
+    assert cpu.consistency.weight == ConsistencyConfig.weight == 3.0 and cpu.reg.kind == "none"
+    assert gpu.consistency.weight == 0.1 and (gpu.reg.kind, gpu.reg.gamma) == ("approx", 0.1)
     assert len(STUDIES["ablation-scale-weights"].arms()) == 8
     assert len(STUDIES["ablation-anchor"].arms()) == 4
-    assert list(STUDIES["ablation-consistency-weight"].axes["weight"]) == ["0", "0.01", "0.03", "0.1", "0.3", "1"]
+    assert list(STUDIES["ablation-consistency-weight"].axes["weight"]) == ["0", "0.01", "0.03", "0.1", "0.3", "1", "3", "10"]
 
 
 def test_studies_import_no_optuna_and_spaces_give_valid_configs():
@@ -98,8 +100,7 @@ def test_dry_run_of_ablation_consistency(workdir, capsys):
     assert "train.steps=2" in lines[1] and "data.n=64" in lines[1]       # shared changes, shown once
     rows = [ln.split() for ln in lines[3:9]]
     assert [r[0] for r in rows] == [f"consistency={a},seed={s}" for s in range(3) for a in ("on", "off")]
-    assert [r[4] for r in rows] == [f"loss.consistency.weight={w:g}" for _ in range(3)
-                                    for w in (ConsistencyConfig.weight, 0.0)]
+    assert [r[4] for r in rows] == ["-", "loss.consistency.weight=0"] * 3   # on: the default lambda
     assert len({r[3] for r in rows}) == 6                                  # six distinct configs
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from catlab.checkpoint import load_generator, safe_load
-from catlab.config import load_config
+from catlab.config import ConsistencyConfig, load_config
 from catlab.errors import RunFailed, UserError
 from catlab.trainer import Hooks, train
 from conftest import FAST, no_network, state_equal
@@ -59,7 +59,7 @@ def test_exact_resume_after_sigkill_and_one_mlflow_run(workdir):
     assert len(runs) == 2
     assert set(runs["status"]) == {"FINISHED"}
     run = runs[runs["tags.run_dir"].str.contains("killed")].iloc[0]
-    assert run["params.train.steps"] == "8" and run["params.loss.consistency.weight"] == "1.0"
+    assert run["params.train.steps"] == "8" and run["params.loss.consistency.weight"] == str(ConsistencyConfig.weight)
     for tag in ("config_hash", "git_commit", "catlab_version", "dataset", "device"):
         assert isinstance(run[f"tags.{tag}"], str) and run[f"tags.{tag}"]
     client = mlflow.tracking.MlflowClient()
