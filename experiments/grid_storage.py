@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import multiprocessing
 import os
 import sys
 import time
@@ -38,7 +37,8 @@ from pathlib import Path
 from catlab.errors import RunFailed, UserError
 from experiments import outputs
 from experiments.grid import Cell, build_grid, command, get_study, print_grid, study_dir
-from experiments.search_storage import Liveness, StorageSpec, budget_lock, open_storage, reap, resolve
+from experiments.search_storage import (Liveness, StorageSpec, budget_lock, open_storage, reap, resolve,
+                                        run_workers)
 
 POLL_S = 2.0        # how often a worker that waits for the cells of others looks at the storage again
 HEARTBEAT_S = 60    # RDB storages: seconds between a trial's heartbeats (stale after 2x)
@@ -313,23 +313,6 @@ def parent_run(study, spec: StorageSpec, name: str, st, profile: str, overrides:
     return pid
 
 
-def run_workers(plan: GridPlan, workers: int) -> list[int]:
-    if workers == 1:
-        return [work(plan, 0)]
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=work_entry, args=(plan, i + 1), name=f"grid-worker-{i + 1}") for i in range(workers)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=30)
-        raise
-    return [p.exitcode for p in procs]
-
-
 def claim_finish(study, spec: StorageSpec, name: str, names: list[str], again: bool) -> bool:
     """True for one command per final state of the grid (and for a command that found it final: again=True):
     it runs the analysis and ends the MLflow parent."""
@@ -383,7 +366,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
     plan = GridPlan(st.name, profile, n_seeds, list(overrides), spec, name, pid,
                     max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
     try:
-        codes = run_workers(plan, workers)
+        codes = run_workers(work, work_entry, plan, workers, "grid")
     except KeyboardInterrupt:
         save()
         raise

@@ -22,7 +22,6 @@ under it with tags trial, study and trial_state. Outputs: reports/out/<search>/ 
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from catlab.errors import UserError
 from experiments import Study
 from experiments.grid import get_study, study_dir
 from experiments.search_report import write_outputs
-from experiments.search_storage import budget_lock, counts, open_storage, resolve
+from experiments.search_storage import budget_lock, counts, open_storage, resolve, run_workers
 from experiments.search_worker import Plan, mlflow_client, work, work_entry
 
 # The budget of one trial per profile (a study's `search_base` attribute, when it has one, goes on top).
@@ -174,23 +173,6 @@ def parent_run(study, plan: Plan, identity: dict, ml) -> str | None:
     return pid
 
 
-def run_workers(plan: Plan, workers: int) -> list[int]:
-    if workers == 1:
-        return [work(plan, 0)]
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=work_entry, args=(plan, i + 1), name=f"search-worker-{i + 1}") for i in range(workers)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=30)
-        raise
-    return [p.exitcode for p in procs]
-
-
 def finish(study, plan: Plan, ml, pid, codes: list[int], started: float) -> int:
     c = counts(study)
     out = OUT_ROOT / plan.name
@@ -261,5 +243,5 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     print(f"{name}: {trials} COMPLETE trials wanted, {c['COMPLETE']} done; {workers} worker process(es); "
           f"objective {' + '.join(plan.names)}; pruner {prune}; storage {plan.storage}; "
           f"runs under {plan.above['run.root']}", flush=True)
-    codes = run_workers(plan, workers) if c["COMPLETE"] < trials else []
+    codes = run_workers(work, work_entry, plan, workers, "search") if c["COMPLETE"] < trials else []
     return finish(study_obj, plan, ml, pid, codes, started)

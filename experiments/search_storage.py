@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import multiprocessing
 import os
 import socket
 import uuid
@@ -231,3 +232,22 @@ def counts(study) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False):
         out[t.state.name] += 1
     return out
+
+
+def run_workers(work, entry, plan, workers: int, label: str) -> list[int]:
+    """work(plan, 0) in this process when workers == 1; else `workers` spawned processes entry(plan, i),
+    i = 1..workers, named <label>-worker-i. Returns the exit codes. Ctrl-C gives them 30 s to re-queue."""
+    if workers == 1:
+        return [work(plan, 0)]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=entry, args=(plan, i + 1), name=f"{label}-worker-{i + 1}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+        raise
+    return [p.exitcode for p in procs]
