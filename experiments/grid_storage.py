@@ -30,19 +30,17 @@ import hashlib
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from catlab.errors import RunFailed, UserError
 from experiments import outputs
 from experiments.grid import Cell, build_grid, command, get_study, print_grid, study_dir
-from experiments.search_storage import (Liveness, StorageSpec, budget_lock, open_storage, reap, resolve,
-                                        run_workers)
+from experiments.search_storage import (Liveness, StorageSpec, budget_lock, open_storage, reap,
+                                        requeue_stale, resolve, run_workers)
 
 POLL_S = 2.0        # how often a worker that waits for the cells of others looks at the storage again
 HEARTBEAT_S = 60    # RDB storages: seconds between a trial's heartbeats (stale after 2x)
-MAX_RETRY = 2       # a dead worker's cell is re-queued at most this often per start of the command
 STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "RUNNING": "RUNNING", "WAITING": "PENDING"}
 
 
@@ -143,7 +141,6 @@ def requeue_failed(study, names: list[str]) -> list[str]:
 
 def on_stale(cells: dict, ml, say):
     """A dead worker's trial: its cell's MLflow run ends KILLED (the retry resumes it); the cell is re-queued."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from experiments.runner import read_info
 
     def callback(study, t) -> None:
@@ -152,9 +149,7 @@ def on_stale(cells: dict, ml, say):
         if ml is not None and run_id:
             ml.end(run_id, "KILLED", "its grid worker died")
         say(f"trial {t.number} ({cell_of(t)}) fail: its worker died; re-queued")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, t)
+        requeue_stale(study, t)
     return callback
 
 

@@ -205,6 +205,17 @@ class Liveness:
             self._lock = None
 
 
+MAX_RETRY = 2       # a dead worker's trial is re-queued at most this often
+
+
+def requeue_stale(study, trial) -> None:
+    """Queue a fresh copy of a dead worker's trial (same params), at most MAX_RETRY times per original."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
 def reap(study, liveness: Liveness, on_stale) -> list[int]:
     """Mark RUNNING trials of dead workers FAIL and hand each to on_stale (retry); returns their numbers.
 

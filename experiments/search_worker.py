@@ -17,15 +17,14 @@ import fcntl
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from catlab.errors import RunFailed, UserError
-from experiments.search_storage import Liveness, StorageSpec, budget_lock, counts, open_storage, reap
+from experiments.search_storage import (Liveness, StorageSpec, budget_lock, counts, open_storage, reap,
+                                        requeue_stale)
 
 POLL_S = 2.0        # how often a worker that waits for others looks at the storage again
-MAX_RETRY = 2       # a trial of a dead worker is re-queued at most this often
 
 
 @dataclass
@@ -186,7 +185,6 @@ def after_trial(plan: Plan, ml, say):
 
 def on_stale(plan: Plan, ml, say):
     """A dead worker's trial: its MLflow run ends KILLED (the retry resumes it), the trial is re-queued."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     def callback(study, t) -> None:
         run_id = t.user_attrs.get("mlflow_run_id")
@@ -194,9 +192,7 @@ def on_stale(plan: Plan, ml, say):
             ml.set_tags(run_id, {"trial_state": "FAIL"})
             ml.end(run_id, "KILLED", "its search worker died")
         say(f"trial {t.number} fail: its worker died; re-queued with the same parameters")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, t)
+        requeue_stale(study, t)
     return callback
 
 
