@@ -23,7 +23,8 @@ def diagnostics_hook(every: int = 100, n: int = 256, distances=("l2", "lpips-dom
     """A Hooks.progress_fn(step, stats, ctx) that reports diag_<diagnostic>_<distance>_s<k> every `every` steps.
 
     The trainer calls progress_fn on log steps only, so it fires on log steps that are multiples of `every`
-    (and on the last step): pick a multiple of train.log_every. Distances are resolved on first use (lpips-domain loads its extractor then).
+    (and on the last step): pick a multiple of train.log_every. Distances are resolved on first use
+    (lpips-domain loads its extractor then).
     """
     if not isinstance(every, int) or every < 1:
         raise UserError(f"every must be an int >= 1, but got every={every!r}")
@@ -36,9 +37,10 @@ def diagnostics_hook(every: int = 100, n: int = 256, distances=("l2", "lpips-dom
             return
         if not fns:
             latent = ctx.state.G_ema.channels != 3       # lpips trunks want RGB: latent runs keep l2/l1
-            if latent and any(name.startswith("lpips") for name in distances):
+            kept = [name for name in distances if not (latent and name.startswith("lpips"))]
+            if len(kept) < len(distances):
                 notice("latent run: training diagnostics use l2/l1 only (perceptual distances need pixels)")
-            fns.update({name: distance_fn(name) for name in distances if not (latent and name.startswith("lpips"))})
+            fns.update({name: distance_fn(name) for name in kept})
         device = next(ctx.state.G_ema.parameters()).device
         z, y = ctx.eval_z[:n].to(device), ctx.eval_y[:n].to(device)
         chunks = [ctx.sample(z[i:i + batch], y[i:i + batch]) for i in range(0, len(z), batch)]
