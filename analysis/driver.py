@@ -4,9 +4,10 @@
     analyze("ablation-consistency")            # evaluate_study on studies/<study>/ -> table.csv, summary.csv,
                                                # tests.csv, drift.csv, curve.csv; prints the summary
 
---metrics mixes quality metrics (fid kid prc isc) and distances for the diagnostics (l2 l1 lpips-domain
-lpips-alex ...); a group left out is skipped. Default: fid kid, and l2 lpips-domain (+ lpips-alex when the
-AlexNet weights are on disk). Offline it runs on the domain extractor and prints one notice per missing
+--metrics mixes quality metrics (fid kid prc isc, and shape: the colour-blind shape classifier's accuracy,
+shape_acc, on `shapes` runs) and distances for the diagnostics (l2 l1 lpips-domain lpips-alex ...); a group
+left out is skipped. Default: fid kid shape, and l2 lpips-domain (+ lpips-alex when the AlexNet weights are
+on disk). Offline it runs on the domain extractor and prints one notice per missing
 weights file (Inception from catlab.metrics, AlexNet from here), naming where to put it.
 
 Also here, the thin study plumbing that analysis.quality and analysis.drift share: read_cells (cells.csv),
@@ -26,7 +27,7 @@ import torch
 
 from catlab.errors import UserError
 
-QUALITY = ("fid", "kid", "prc", "isc")
+QUALITY = ("fid", "kid", "prc", "isc", "shape")   # shape: shape_acc, `shapes` runs only
 DISTANCES = ("l2", "l1", "lpips-domain", "lpips-alex", "lpips-vgg", "lpips-squeeze")
 PROFILES = {"cpu": {"n": 500, "curve_n": 256, "batch": 256, "device": "cpu"},  # samples per evaluation, chunk
             "gpu": {"n": 10000, "batch": 1024, "device": "cuda"}}
@@ -63,7 +64,7 @@ def default_distances() -> tuple[str, ...]:
 def split_metrics(metrics) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """--metrics -> (quality metrics, distances); None -> the defaults."""
     if not metrics:
-        return ("fid", "kid"), default_distances()
+        return ("fid", "kid", "shape"), default_distances()
     bad = [m for m in metrics if m not in QUALITY + DISTANCES]
     if bad:
         raise UserError(f"--metrics must name quality metrics ({', '.join(QUALITY)}) or distances "

@@ -11,6 +11,8 @@ Quality: stage k's n samples against n real images (a fixed subset of the datase
 resampled to s_k with the run's resampler, through catlab.metrics' quality(). Reference statistics are
 cached by torch-fidelity (input2_cache_name); the real subset itself is cached beside them, so a second
 evaluation builds no dataset and extracts no real features (the fakes and diagnostics are still computed).
+Shape accuracy (`shapes` runs): stage k's n samples through catlab.metrics.shape_classifier, a colour-blind
+CNN; shape_acc is the fraction classified as the class they were generated for (chance 0.1).
 Diagnostics: analysis.misalignment.cross_scale_metrics per distance on the same samples.
 Latent runs (data.name=latents:PATH): l2/l1 diagnostics work on the latents (latent space); pixel metrics
 (FID/KID/PRC/IS and the lpips-* diagnostics) decode the fake stages and the real latent pyramid to pixels
@@ -197,6 +199,13 @@ def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto", de
     return rows, dict(res.info)
 
 
+def shape_rows(stages, y: torch.Tensor, batch: int = 256) -> list:
+    """(shape_acc, stage 1..K, value): catlab.metrics.shape_classifier's accuracy of each stage's samples
+    against the classes they were generated for (colour-blind; chance 0.1; `shapes` runs only)."""
+    from catlab.metrics.shape_classifier import shape_accuracy
+    return [("shape_acc", k + 1, shape_accuracy(x, y, batch)) for k, x in enumerate(stages)]
+
+
 def fingerprint(path: Path) -> list:
     """[name, size, mtime_ns] of a checkpoint file: what says it changed."""
     if not Path(path).is_file():
@@ -205,10 +214,14 @@ def fingerprint(path: Path) -> list:
     return [Path(path).name, st.st_size, st.st_mtime_ns]
 
 
-def extractor_id(extractor: str = "auto", metrics=("fid",)) -> dict:
-    """What the numbers depend on beyond the checkpoint: the resolved FID extractor and the domain CNN."""
+def extractor_id(extractor: str = "auto", metrics=("fid",), shape: bool = False) -> dict:
+    """What the numbers depend on beyond the checkpoint: the resolved FID extractor, the domain CNN and
+    (shape=True) the shape classifier."""
     from catlab.metrics.extractor import WEIGHTS, file_digest
     out = {"domain": file_digest(WEIGHTS) if WEIGHTS.is_file() else None}
+    if shape:
+        from catlab.metrics.shape_classifier import WEIGHTS as SHAPE_WEIGHTS
+        out["shape"] = file_digest(SHAPE_WEIGHTS)
     if metrics:
         from catlab.metrics.fidelity import resolve_extractor
         short, _, weights = resolve_extractor(extractor)
@@ -247,16 +260,18 @@ def _cache_files() -> set[str]:
 DIAG_N = 256  # the diagnostics use the run's fixed evaluation set (eval_set.pt), as the training hook does
 
 
-def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
+def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid", "shape"), distances=("l2", "lpips-domain"),
                  extractor: str = "auto", batch: int = 256, device: str = "cpu", log: bool = True,
                  reuse: bool = True) -> pd.DataFrame:
     """Per-scale quality and the three diagnostics of a run's EMA generator: tidy (metric, stage, value).
 
     metrics: subset of catlab.metrics' fid, kid, prc, isc (() skips quality); names like fid_domain_1k,
-        stage = scale 1..K. distances: names for the diagnostics (discrepancy_l2, rewrite_lpips-domain,
+        stage = scale 1..K; and "shape": shape_acc per stage (`shapes` runs; skipped on other data).
+        distances: names for the diagnostics (discrepancy_l2, rewrite_lpips-domain,
         direction_l2 ...; stage 1..K-1). df.attrs["info"]: step, n, fid_extractor, cache_hits (reference
         statistics found in the cache, per scale), reused (read back from <run_dir>/analysis/), latent,
-        decoder (its ident, latent runs), skipped (what a latent run without a decoder left out), ...
+        decoder (its ident, latent runs), skipped (shape on data other than shapes; what a latent run
+        without a decoder left out), ...
     Latent runs: l2/l1 diagnostics on the latents; quality and lpips-* on decoded pixels, or skipped
     (with one notice line) when there is no decoder ($CATLAB_VAE).
     log: send freshly computed rows to the run's MLflow run at the run's final step.
@@ -268,22 +283,29 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid"), distances=("l2"
     cfg = run_config(run_dir)
     latent, decoder = run_decoder(cfg, device)
     skipped = ()
+    shape = "shape" in metrics and cfg.data.name == "shapes"
+    if "shape" in metrics and not shape:
+        skipped = ("shape",)
+    metrics = tuple(m for m in metrics if m != "shape")
     if latent and decoder is None:                           # no pixels: latent-space diagnostics only
-        skipped = metrics + tuple(d for d in distances if is_pixel_distance(d))
+        skipped += metrics + tuple(d for d in distances if is_pixel_distance(d))
         metrics, distances = (), tuple(d for d in distances if not is_pixel_distance(d))
     spec = {"ckpt": fingerprint(run_dir / "ckpt" / "last.pt"), "n": n, "diag_n": DIAG_N, "metrics": metrics,
             "distances": distances,
-            "extractor": extractor_id(extractor, metrics), "device": torch.device(device).type}
+            "shape": shape, "extractor": extractor_id(extractor, metrics, shape),
+            "device": torch.device(device).type}
     if latent:
         spec["decoder"] = decoder.ident if decoder is not None else None
 
     def compute() -> pd.DataFrame:
         G, _ = load_generator(run_dir, device=device)
         step = int(read_json(run_dir / "run.json").get("step") or safe_load(run_dir / "ckpt" / "last.pt")["step"])
-        stages = generate(G, *fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes), batch)
+        z, y = fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
+        stages = generate(G, z, y, batch)
         diag = [x[:DIAG_N] for x in stages]
         near = tuple(d for d in distances if not (latent and is_pixel_distance(d)))
         rows = diagnostics(diag, near, cfg.data.resampler, batch)
+        rows += shape_rows(stages, y, batch) if shape else []
         pixels = None
         if latent and (metrics or len(near) < len(distances)):   # decode once: all n for quality, else DIAG_N
             pixels, head = decode_to_pixels(stages if metrics else diag, decoder, keep=DIAG_N, batch=batch)
@@ -340,13 +362,14 @@ def quality_curve(run_dir, n: int = 1000, metrics=("fid",), extractor: str = "au
 
 
 # ---- studies ------------------------------------------------------------------------------------------
-def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid"), distances=("l2", "lpips-domain"),
+def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shape"),
+                   distances=("l2", "lpips-domain"),
                    extractor: str = "auto", batch: int | None = None, device: str | None = None,
                    profile: str = "cpu", drift: bool = True, curve: bool = True, curve_n: int | None = None,
                    progress: bool = True, reuse: bool = True) -> pd.DataFrame:
     """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
     stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True) and curve.csv (curve=True:
-    the first quality metric at every snapshot, curve_n samples, default n; none without metrics); logs the
+    the first quality metric but shape at every snapshot, curve_n samples, default n; none without one); logs the
     summary to the study's parent MLflow run. n, batch, device default to the profile's
     (analysis.driver.PROFILES). reuse: read unchanged runs' results back from their analysis/ folders.
     Returns the table (attrs["info"]: summary, tests, axes, runs' infos, parent_run_id)."""
@@ -376,8 +399,8 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid"), dist
     if drift:
         from analysis.drift import study_drift
         study_drift(study_dir, progress=progress, batch=batch, device=device, reuse=reuse)
-    if curve and metrics:
-        first = tuple(metrics)[:1]
+    first = tuple(m for m in metrics if m != "shape")[:1]
+    if curve and first:
         per_cell(cells, axes, lambda r: quality_curve(r, curve_n or n, first, extractor, batch, device,
                                                       reuse=reuse), f"curve {study_dir.name}", progress
                  ).to_csv(study_dir / "curve.csv", index=False)

@@ -19,6 +19,7 @@ from analysis.hooks import diagnostics_hook
 from catlab.checkpoint import load_generator
 from catlab.config import load_config
 from catlab.errors import UserError
+from catlab.metrics.shape_classifier import shape_accuracy
 from catlab.tracking import MLflow, read_metrics
 from catlab.trainer import Hooks, train
 from conftest import FAST
@@ -92,13 +93,18 @@ def test_evaluate_run_names_values_cache_and_mlflow(run, monkeypatch):
     t_first = time.perf_counter() - t0
     info = first.attrs["info"]
     names = set(first["metric"])
-    assert names == DIAG | {f"fid_domain_{N}", f"kid_domain_{N}", f"kid_std_domain_{N}"}
+    assert names == DIAG | {f"fid_domain_{N}", f"kid_domain_{N}", f"kid_std_domain_{N}", "shape_acc"}
     assert info["fid_extractor"] == "domain" and info["step"] == 2 and not info["reused"]
     assert info["cache_hits"] == [False] * 4
     assert first["value"].map(math.isfinite).all()
     for metric, stages in first.groupby("metric")["stage"]:
         assert sorted(stages) == ([1, 2, 3] if metric in DIAG else [1, 2, 3, 4]), metric
     assert (first[first["metric"] == f"kid_std_domain_{N}"]["value"] > 0).all()    # subsets of N/2: they differ
+    # shape_acc: the colour-blind classifier on each stage of the same n samples, against their classes
+    G, cfg = load_generator(run)
+    z, y = Q.fixed_inputs(run, N, cfg.seed, G.z_dim, G.num_classes)
+    expected = [shape_accuracy(x, y) for x in Q.generate(G, z, y)]
+    assert first[first["metric"] == "shape_acc"].sort_values("stage")["value"].tolist() == expected
     direction = first[first["metric"] == "direction_l2"].set_index("stage")["value"]
     assert direction[3] == pytest.approx(1.0)                  # x_{K-1}'s next stage is the final one
     # logged to the run's own MLflow run at the final step

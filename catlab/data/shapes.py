@@ -117,8 +117,9 @@ def shape_params(n: int, seed: int, num_classes: int) -> tuple[torch.Tensor, tor
     return labels, params
 
 
-def render(c: int, p: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Draw images (n, 3, R, R) in [0, 1] of class c from parameters (n, N_PARAMS)."""
+def render(c: int, p: torch.Tensor, resolution: int, colour: int | None = None) -> torch.Tensor:
+    """Draw images (n, 3, R, R) in [0, 1] of class c from parameters (n, N_PARAMS).
+    colour: draw in another class's colour family (the colour-blind shape classifier trains on these)."""
     n, R = p.shape[0], resolution
     unit = max(R // 32, 1)                                              # texture cell size in px
     # per-sample geometry
@@ -140,7 +141,7 @@ def render(c: int, p: torch.Tensor, resolution: int) -> torch.Tensor:
     tex = TEXTURES[c](X, Y, rad).float().expand(n, R, R)                # (n, R, R)
 
     # colours: the class colour with brightness and per-channel jitter; a muted two-colour background
-    fg = PALETTE[c] * (0.85 + 0.15 * p[:, 4:5]) + 0.1 * (p[:, 5:8] - 0.5)   # (n, 3)
+    fg = PALETTE[c if colour is None else colour] * (0.85 + 0.15 * p[:, 4:5]) + 0.1 * (p[:, 5:8] - 0.5)   # (n, 3)
     fg = fg.clamp(0, 1)
     hue = p[:, 8]
     sat = 0.1 + 0.3 * p[:, 9]
