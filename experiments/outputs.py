@@ -81,10 +81,10 @@ def status_table(rows: list[dict], axes: list[str]) -> str:
 
 
 def _selected(df):
-    """The rows worth a line: every stage of the diagnostics, and the final scale of FID/KID metrics."""
+    """The rows worth a line: every stage of the diagnostics, and the final scale of FID/KID/shape_acc."""
     metric = df["metric"].astype(str)
     diag = metric.str.startswith(DIAGNOSTICS)
-    fid = metric.str.startswith(("fid", "kid")) & ~metric.str.contains("_std")
+    fid = metric.str.startswith(("fid", "kid", "shape_acc")) & ~metric.str.contains("_std")
     if "stage" in df.columns:
         last = df.groupby("metric")["stage"].transform("max")
         fid &= df["stage"] == last
