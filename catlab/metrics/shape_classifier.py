@@ -14,7 +14,7 @@ Its parameters come from other dataset seeds than any training run's data (seed 
 scored by a classifier that has not seen the images the GAN was trained on.
 
 Weights: shape_classifier.pt beside this file, written by `python -m catlab.metrics.shape_classifier`
-(deterministic; about a minute on 2 CPU cores).
+(deterministic; about two minutes on 2 CPU cores).
 """
 from __future__ import annotations
 
