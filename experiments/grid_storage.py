@@ -79,21 +79,13 @@ def grid_sampler(names: list[str]):
     return sampler
 
 
-def shown(spec: StorageSpec) -> str:
-    """The storage as printed and recorded (study.json, MLflow): a database URL without its password."""
-    if spec.kind == "journal":
-        return str(spec)
-    from sqlalchemy.engine import make_url
-    return make_url(spec.url).render_as_string(hide_password=True)
-
-
 def open_grid(spec: StorageSpec):
     """The storage, with a one-line UserError naming --storage for what cannot be opened."""
     try:
         return open_storage(spec, HEARTBEAT_S)
     except OSError as e:
         raise UserError(f"--storage must be a journal file in a writable folder (or a database URL like "
-                        f"postgresql://user@host/db), but got storage={spec.url!r} ({e.strerror or e})") from None
+                        f"postgresql://user@host/db), but got storage={str(spec)!r} ({e.strerror or e})") from None
 
 
 # ---- the storage's view of the grid -------------------------------------------------------------------------
@@ -300,10 +292,10 @@ def parent_run(study, spec: StorageSpec, name: str, st, profile: str, overrides:
             ml.resume(pid)
             return pid
         pid = ml.create_run(st.name, st.name, {"study": st.name, "profile": profile, "kind": "study",
-                                               "storage": shown(spec), "optuna_study": name})
+                                               "storage": str(spec), "optuna_study": name})
         if pid:
             ml.log_params(pid, {"study": st.name, "profile": profile, "axes": ",".join(st.axes),
-                                "overrides": " ".join(overrides) or "none", "storage": shown(spec)})
+                                "overrides": " ".join(overrides) or "none", "storage": str(spec)})
             study.set_user_attr(key, pid)
     return pid
 
@@ -331,7 +323,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
     names, name = [c.name for c in cells], optuna_name(st.name, profile, cells)
     if dry_run:
         print_grid(st, profile, cells)
-        print(f"dry run: nothing trained. Cells would be trials of the Optuna study {name} in {shown(spec)}")
+        print(f"dry run: nothing trained. Cells would be trials of the Optuna study {name} in {spec}")
         return 0
     if spec.kind == "sqlite" and workers > 1:
         print("catlab: warning: sqlite storage locks under parallel workers; use a journal file or PostgreSQL "
@@ -343,19 +335,19 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
     ml = mlflow_client(cells)
     pid = parent_run(study, spec, name, st, profile, overrides, ml)
     sdir = study_dir(st.name)
-    cmd = f"{command(st.name, profile, n_seeds, overrides)} --storage {shown(spec)}"
+    cmd = f"{command(st.name, profile, n_seeds, overrides)} --storage {spec}"
 
     def save() -> list[dict]:
         rows = outputs.cell_rows(cells, cell_results(study, names))
         outputs.write_cells_csv(sdir / "cells.csv", rows)
         outputs.write_study_json(sdir / "study.json", {
             "study": st.name, "profile": profile, "overrides": overrides, "command": cmd, "parent_run_id": pid,
-            "tracking_uri": ml.uri if ml else None, "storage": shown(spec), "optuna_study": name, "cells": rows})
+            "tracking_uri": ml.uri if ml else None, "storage": str(spec), "optuna_study": name, "cells": rows})
         return rows
     rows = save()
     again = not any(pending(study, names))          # nothing to run: the analysis and the summary, as locally
     n_done = sum(r["status"] == "FINISHED" for r in rows)
-    print(f"{st.name} (profile {profile}): {len(cells)} cells as trials of {name} in {shown(spec)}; {n_done} finished"
+    print(f"{st.name} (profile {profile}): {len(cells)} cells as trials of {name} in {spec}; {n_done} finished"
           + (f", {len(retried)} failed before and re-queued" if retried else "")
           + f"; {workers} worker process(es) here; outputs in {sdir}", flush=True)
     plan = GridPlan(st.name, profile, n_seeds, list(overrides), spec, name, pid,
@@ -386,7 +378,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
     elif final:
         print("analysis: left to the command that saw the grid final first")
     print_summary(st, rows, ml, pid)
-    print(f"storage: {shown(spec)} (Optuna study {name})")
+    print(f"storage: {spec} (Optuna study {name})")
     if not final or any(codes):
         print(f"{len(failed)} of {len(rows)} cells did not finish"
               + (f" (worker exit codes {codes})" if any(codes) else "") + f"; run the same command again: {cmd}")

@@ -43,7 +43,11 @@ class StorageSpec:
     path: Path | None    # the file of a journal or sqlite storage
 
     def __str__(self) -> str:
-        return str(self.path) if self.kind == "journal" else self.url
+        """As printed and recorded (outputs, study.json, MLflow): a database URL loses its password."""
+        if self.kind == "journal":
+            return str(self.path)
+        from sqlalchemy.engine import make_url
+        return make_url(self.url).render_as_string(hide_password=True)
 
 
 def resolve(storage: str | None, study: str) -> StorageSpec:
@@ -94,7 +98,7 @@ def open_storage(spec: StorageSpec, heartbeat: int = 60, on_stale=None):
                                               heartbeat_stale_trial_callback=on_stale)
     except Exception as e:  # noqa: BLE001 -- a driver or a server that is not there: one line for the user
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise UserError(f"--storage must be a reachable database, but got storage={spec.url!r} ({first})") from None
+        raise UserError(f"--storage must be a reachable database, but got storage={str(spec)!r} ({first})") from None
 
 
 # ---- locks --------------------------------------------------------------------------------------------

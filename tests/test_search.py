@@ -126,6 +126,13 @@ def test_postgres_two_workers(env, postgres, capfd):
     assert not (env / "optuna").exists()
 
 
+def test_storage_urls_are_shown_without_their_password():
+    spec = resolve("postgresql://catlab:s3cret@db.example:5432/optuna", STUDY)
+    assert "s3cret" in spec.url                                    # what the workers connect with
+    assert "s3cret" not in str(spec) and "catlab:***@db.example:5432/optuna" in str(spec)
+    assert str(resolve("runs/x.journal", STUDY)) == "runs/x.journal"
+
+
 def _prune_space(trial) -> dict:
     """Trial 1 trains with a huge generator lr (its FID explodes). Trials 0 and 2 differ only in when they would
     save a sample grid (another run dir, the same numbers), so the median pruner keeps the second."""
