@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from catlab.errors import UserError
+from catlab.metrics.train_extractor import write_weights
 
 VERSION = 1
 NATIVE = 16                                  # the classifier's input size (px)
@@ -149,11 +150,7 @@ def train(epochs: int = 6, n: int = 20000, heldout: int = 2000, batch: int = 128
     meta = {"version": VERSION, "num_classes": 10, "widths": list(WIDTHS), "native": NATIVE, "epochs": epochs,
             "n": n, "train_seed": TRAIN_SEED, "heldout_seed": HELDOUT_SEED, "heldout": heldout,
             "heldout_accuracy": acc}
-    tmp = Path(out).with_suffix(".tmp")
-    torch.save({"state_dict": {k: v.detach().contiguous() for k, v in net.state_dict().items()}, "meta": meta}, tmp)
-    tmp.replace(out)
-    print("held-out accuracy (%d images): " % heldout + "  ".join(f"{k} {v:.4f}" for k, v in acc.items()))
-    print(f"wrote {out} ({Path(out).stat().st_size / 1e3:.0f} kB) in {time.time() - t0:.1f}s")
+    write_weights(net, meta, Path(out), heldout, t0)
     return meta
 
 

@@ -95,14 +95,19 @@ def train(data: str = "shapes", epochs: int = 4, batch: int = 128, lr: float = 2
     meta = {"version": VERSION, "dataset": data, "n": len(x_all), "num_classes": ds.num_classes,
             "widths": list(WIDTHS), "native": NATIVE, "epochs": epochs, "seed": seed, "heldout": n_val,
             "heldout_accuracy": acc, "feature_scale": net.feature_scale.item()}
-    state = {k: v.detach().float().contiguous() for k, v in net.state_dict().items()}
-    out = Path(out)
-    tmp = out.with_suffix(".tmp")
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    tmp.replace(out)
-    print("held-out accuracy (%d images): " % n_val + "  ".join(f"{k} {v:.4f}" for k, v in acc.items()))
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.1f}s")
+    write_weights(net, meta, Path(out), n_val, t0)
     return meta
+
+
+def write_weights(net: torch.nn.Module, meta: dict, out: Path, heldout: int, t0: float) -> None:
+    """Save {"state_dict" (float32), "meta"} atomically and print meta's held-out accuracy and the file size.
+    Used for both of our small networks (this extractor and catlab.metrics.shape_classifier)."""
+    from catlab.checkpoint import atomic_save
+    state = {k: v.detach().float().contiguous() for k, v in net.state_dict().items()}
+    atomic_save({"state_dict": state, "meta": meta}, out)
+    acc = meta["heldout_accuracy"]
+    print("held-out accuracy (%d images): " % heldout + "  ".join(f"{k} {v:.4f}" for k, v in acc.items()))
+    print(f"wrote {out} ({out.stat().st_size / 1e3:.0f} kB) in {time.time() - t0:.1f}s")
 
 
 def main(argv: list[str] | None = None) -> int:
