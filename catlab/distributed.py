@@ -86,8 +86,14 @@ def init(device: torch.device) -> Env:
     return Env(rank, world, local, device, owned=True)
 
 
-def shutdown(env: Env) -> None:
+def shutdown(env: Env, clean: bool = True) -> None:
+    """End the process group this module started. On a clean exit the ranks first meet at a barrier, so
+    none tears down its gloo/nccl connections while another is still writing (rank 0's last checkpoint);
+    a rank that left early made its peer abort at exit now and then. After an error there is no barrier:
+    the peers may never arrive, and torchrun stops them."""
     if env.owned and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

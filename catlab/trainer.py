@@ -325,9 +325,12 @@ def train(cfg: Config, hooks: Hooks | None = None, run_dir: str | Path | None = 
     hooks = hooks or Hooks()
     env = distributed.init(pick_device(cfg.train.device))
     try:
-        return _train(cfg, hooks, env, run_dir, parent_run_id, tags)
-    finally:
-        distributed.shutdown(env)
+        result = _train(cfg, hooks, env, run_dir, parent_run_id, tags)
+    except BaseException:
+        distributed.shutdown(env, clean=False)
+        raise
+    distributed.shutdown(env)
+    return result
 
 
 def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_id, tags) -> RunResult:

@@ -25,12 +25,12 @@ BASE = ["data.n=128", "train.batch=8", "train.log_every=2", "train.sample_every=
 STATE_KEYS = ("G", "D", "G_ema", "opt_g", "opt_d", "data", "images_seen", "rng", "step")
 
 STOP_SCRIPT = textwrap.dedent("""
-    import sys
+    import os, sys
     from catlab.config import load_config
     from catlab.trainer import Hooks, train
     stop = int(sys.argv[1])
     r = train(load_config(sys.argv[2:]), Hooks(abort_fn=lambda step: "stop" if step >= stop else None))
-    print("RESULT", r.status, r.step, r.reason, flush=True)
+    os.write(1, f"RESULT {r.status} {r.step} {r.reason}\\n".encode())   # one write: the ranks end together
 """)
 
 
