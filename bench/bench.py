@@ -145,7 +145,9 @@ def main() -> None:
     res["gemm_peak_gflops"] = {k: v / 1e9 for k, v in peaks.items()}
     for size in args.sizes:
         row = {"size": size}
-        base = [f"model.size={size}", f"train.batch={args.batch}", "loss.reg.kind=none"]
+        # The transformer GAN (CAT's ViT D), whose step the targets are about; not the cpu recipe's conv D.
+        base = [f"model.size={size}", f"train.batch={args.batch}", "loss.reg.kind=none",
+                "model.discriminator=scalewise"]
         flops = bare_loop(base, 1)[1]
         t = interleaved({
             "on": lambda n: trainer_steps(base, n),
@@ -172,7 +174,7 @@ def gpu_section(steps: int) -> dict:
         return {"error": "no CUDA device"}
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     peak = gemm_peak(torch.bfloat16, "cuda", n=8192, reps=20)
-    overrides = ["model.size=B", "model.patch=2", "train.batch=64", "data.n=256"]
+    overrides = ["model.size=B", "model.discriminator=scalewise", "model.patch=2", "train.batch=64", "data.n=256"]
     times, flops = bare_loop(overrides, steps, device="cuda", dtype=torch.bfloat16)
     step = statistics.median(times)
     return {"device": torch.cuda.get_device_name(), "model": "B/2 (G and D), 32 px, batch 64",

@@ -84,7 +84,7 @@ class DataConfig:
 class ModelConfig:
     size: str = "tiny"              # generator size: tiny | small | S | B | M | H
     stages: int = 4                 # K stage heads, at equal depth intervals
-    discriminator: str = "scalewise"  # scalewise | aggregated | concat
+    discriminator: str = "scalewise-conv"  # scalewise-conv | scalewise | aggregated | concat (cpu recipe: conv)
     d_size: str = ""                # discriminator size; "" = same as size
     patch: int = 4                  # generator patch size at the final resolution
     d_patch: int = 4                # largest D patch; scale s uses clamp(s // 4, 1, d_patch)
@@ -141,7 +141,7 @@ class RegConfig:
 @dataclass(frozen=True)
 class LossConfig:
     adversarial: str = "rpgan"      # rpgan | hinge | ns
-    scale_weights: str = "uniform"  # uniform | coarse-heavy | fine-heavy | final-only | comma list of K
+    scale_weights: str = "coarse-heavy"  # uniform | coarse-heavy | fine-heavy | final-only | comma list of K
     reg: RegConfig = field(default_factory=RegConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
 
@@ -151,7 +151,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 300
+    steps: int = 1200               # cpu recipe: about 2.5 min on 2 cores (README, "The cpu recipe")
     batch: int = 16                 # cpu recipe: at equal compute, 16 x more steps beat 32 (README)
     lr_g: float = 2e-3
     lr_d: float = 2e-3

@@ -1,20 +1,22 @@
 """ablation-discriminator: how the discriminator sees the scales [paper fig. 7].
 
-    catlab ablate ablation-discriminator                  # cpu: 3 discriminators x 3 seeds = 9 cells
+    catlab ablate ablation-discriminator                  # cpu: 4 discriminators x 3 seeds = 12 cells
     catlab ablate ablation-discriminator --profile gpu
 
-model.discriminator: scalewise (CAT: one ViT, block-diagonal attention, one logit per scale),
-aggregated (the scales attend to each other, one logit per scale), concat (GAT: every level resized and
-concatenated channel-wise into one input, one logit). Consistency is on at the config default lambda.
-Expected wall time: cpu about 5 min per cell (aggregated a little slower: full attention over all
-tokens), 9 cells in about 45 min; gpu roughly 10-20 min per cell.
+model.discriminator: scalewise-conv (the cpu recipe: one small CNN per scale, one logit per scale),
+scalewise (CAT: one ViT, block-diagonal attention, one logit per scale), aggregated (the scales attend to
+each other, one logit per scale), concat (GAT: every level resized and concatenated channel-wise into one
+input, one logit). Consistency is on at the config default lambda.
+Expected wall time: cpu about 5 min per cell with the conv D and about 10 with the ViTs (aggregated a
+little slower: full attention over all tokens), 12 cells in about 1.5 h on 2 workers; gpu roughly
+10-20 min per cell.
 Expected outcome [paper fig. 7]: scalewise gives the best final-scale FID; aggregated couples the scales
 and does worse; concat supervises the stages only jointly (loss.scale_weights has no effect on it).
 """
 from experiments import Study
 from experiments.common import ON, gamma, lrs, profiles
 
-DISCRIMINATORS = ("scalewise", "aggregated", "concat")
+DISCRIMINATORS = ("scalewise-conv", "scalewise", "aggregated", "concat")
 
 
 def space(trial) -> dict:
@@ -24,7 +26,7 @@ def space(trial) -> dict:
 
 STUDY = Study(
     name="ablation-discriminator",
-    summary="discriminator scalewise, aggregated, concat, consistency on",
+    summary="discriminator scalewise-conv, scalewise, aggregated, concat, consistency on",
     base=dict(ON),
     profiles=profiles(),
     axes={"discriminator": {d: {"model.discriminator": d} for d in DISCRIMINATORS}},

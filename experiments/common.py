@@ -22,7 +22,7 @@ from catlab.config import STAGE_WEIGHT_PRESETS
 CPU = {"data.name": "shapes", "model.size": "tiny"}
 GPU = {
     "data.name": "cifar10", "data.download": True, "data.n": 0,
-    "model.size": "S",
+    "model.size": "S", "model.discriminator": "scalewise", "loss.scale_weights": "uniform",
     "train.device": "cuda", "train.precision": "bf16",
     "train.steps": 20000, "train.batch": 128,
     "loss.reg.kind": "approx", "loss.reg.gamma": 0.1, "loss.consistency.weight": 0.1,

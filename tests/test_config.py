@@ -36,7 +36,7 @@ def test_frozen():
     (["loss.scale_weights=heavy"], "loss.scale_weights must be a preset"),
     (["data.name=imagenet"], "data.name must be one of shapes"),
     (["model.size=XL"], "model.size must be one of tiny, small, S, B, M, H"),
-    (["model.discriminator=unet"], "model.discriminator must be one of scalewise, aggregated, concat"),
+    (["model.discriminator=unet"], "model.discriminator must be one of scalewise, aggregated, concat, scalewise-conv"),
     (["loss.consistency.compare_at=half"], "compare_at must be one of full, own-scale"),
     (["train.precision=fp8"], "train.precision must be one of fp32, bf16"),
     (["loss.consistency.detach_anchor=maybe"], "must be a bool"),

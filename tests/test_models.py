@@ -34,9 +34,10 @@ def images(B=2, seed=2, sizes=(4, 8, 16, 32)):
 
 
 # ---- masking: scale-wise D keeps the scales apart, aggregated D does not -----------------------
+@pytest.mark.parametrize("kind", ["scalewise", "scalewise-conv"])
 @pytest.mark.parametrize("k", range(4))
-def test_scalewise_logit_k_has_exactly_zero_gradient_to_other_scales(k):
-    D = make_d("scalewise")
+def test_scalewise_logit_k_has_exactly_zero_gradient_to_other_scales(k, kind):
+    D = make_d(kind)
     x = [img.requires_grad_() for img in images()]
     y = torch.tensor([1, 7])
     grads = torch.autograd.grad(D(x, y)[:, k].sum(), x)
@@ -71,6 +72,19 @@ def test_scalewise_patches_and_tokens_at_32px():
     assert [d_patch_size(s, 2) for s in (4, 8, 16, 32)] == [1, 2, 2, 2]
 
 
+def test_scalewise_conv_downsamples_each_scale_to_4px_with_doubling_channels():
+    D = make_d("scalewise-conv")                              # tiny: width 64, so channels 32 -> 64
+    convs = [[(m.in_channels, m.out_channels, m.stride[0]) for m in net.net if isinstance(m, torch.nn.Conv2d)]
+             for net in D.nets]
+    assert convs[0] == [(3, 32, 1)]                                                # 4 px: the stem only
+    assert convs[3] == [(3, 32, 1), (32, 64, 2), (64, 64, 2), (64, 64, 2)]         # 32 -> 16 -> 8 -> 4
+    assert [net.width for net in D.nets] == [32, 64, 64, 64]
+    x, y = images(), torch.tensor([1, 7])
+    assert D(x, y).shape == (2, 4)
+    with pytest.raises(ValueError, match=r"shape \(B, 3, 8, 8\)"):
+        D([x[0], x[0], x[2], x[3]], y)
+
+
 # ---- shapes of every size ------------------------------------------------------------------------
 @pytest.mark.parametrize("size", list(SIZES))
 def test_every_size_gives_documented_shapes(size):
@@ -83,7 +97,8 @@ def test_every_size_gives_documented_shapes(size):
         assert (G.num_stages, G.resolution, G.scales, G.width) == (K, R, [4, 8, 16, 32], SIZES[size]["width"])
         assert [tuple(x.shape) for x in scale_imgs] == [(B, C, s, s) for s in (4, 8, 16, 32)]
         assert [tuple(x.shape) for x in full_imgs] == [(B, C, R, R)] * K
-        for kind, out in (("scalewise", (B, K)), ("aggregated", (B, K)), ("concat", (B, 1))):
+        for kind, out in (("scalewise", (B, K)), ("aggregated", (B, K)), ("concat", (B, 1)),
+                          ("scalewise-conv", (B, K))):
             D = DISCRIMINATORS[kind](R, C, NC, **SIZES[size], stages=K, d_patch=4)
             assert tuple(D(scale_imgs, y).shape) == out
     if device == "cpu":
@@ -98,7 +113,7 @@ def test_builders_follow_model_config():
     assert type(D).__name__ == "ConcatDiscriminator" and D.trunk.norm.weight.shape == (128,)
     z, y = torch.randn(2, 32), torch.tensor([0, 4])
     assert tuple(D(G(z, y), y).shape) == (2, 1)
-    assert set(DISCRIMINATORS) == {"scalewise", "aggregated", "concat"}
+    assert set(DISCRIMINATORS) == {"scalewise", "aggregated", "concat", "scalewise-conv"}
     assert set(SIZES) == {"tiny", "small", "S", "B", "M", "H"}
 
 

@@ -1,10 +1,13 @@
-"""Discriminators: one shared ViT trunk, three ways to feed it the K stage images.
+"""Discriminators: three ways to feed one shared ViT trunk the K stage images, and a convolutional one.
 
-    scalewise  (default, CAT): per-scale token groups [CLS_k, tokens_k], k = 1..K, in one sequence; a
+    scalewise  (CAT): per-scale token groups [CLS_k, tokens_k], k = 1..K, in one sequence; a
                block-diagonal mask keeps attention inside each group, so logit k sees only image k.
     aggregated: the same network without the mask (the scales attend to each other; CAT fig. 7).
     concat     (GAT): all stages upsampled (bilinear, align_corners=False) to the final size,
                concatenated on channels (K*C), one token grid, one CLS -> one logit.
+    scalewise-conv (the cpu recipe's default): one small CNN per scale, so logit k sees only image k, as
+               in scalewise; its locality lets it tell silhouettes apart within a CPU budget (README,
+               "The cpu recipe"). The gpu profile uses the ViT.
 
 Scale k of size s_k uses patch p_k = clamp(s_k // 4, 1, d_patch); 32 px with d_patch 4 gives patches
 1, 2, 4, 4 and 16, 16, 16, 64 tokens. Output: CLS -> RMSNorm -> Linear scalar + <embed(y), h> (projection
@@ -176,10 +179,51 @@ class ConcatDiscriminator(nn.Module):
         return self.out(h, y)                                                      # (B, 1)
 
 
+# ---- scale-wise convolutional ---------------------------------------------------------------------
+class ScaleCNN(nn.Module):
+    """One scale's features: 3x3 conv to width/2 channels, then 4x4 stride-2 convs (channels doubling up
+    to width) down to 4 px, LeakyReLU(0.2) after each, mean pool -> (B, width) (4 px: (B, width / 2))."""
+
+    def __init__(self, size: int, channels: int, width: int):
+        super().__init__()
+        c = max(1, width // 2)
+        layers: list[nn.Module] = [nn.Conv2d(channels, c, 3, padding=1), nn.LeakyReLU(0.2)]
+        while size > 4:
+            layers += [nn.Conv2d(c, min(2 * c, width), 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c, size = min(2 * c, width), size // 2
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.width = c
+
+    def forward(self, x):                                                          # (B, C, s, s)
+        return self.net(x)                                                         # (B, width)
+
+
+class ConvScalewiseDiscriminator(nn.Module):
+    """K independent CNNs, one per scale, each with its own projection output; logits (B, K).
+    Model size sets the width (depth and heads are the ViT's and unused; so is d_patch)."""
+
+    def __init__(self, resolution: int = 32, channels: int = 3, num_classes: int = 10, *, depth: int = 4,
+                 width: int = 64, heads: int = 4, stages: int = 4, d_patch: int = 4):
+        super().__init__()
+        self.resolution, self.channels, self.num_stages, self.width = resolution, channels, stages, width
+        self.num_classes = max(1, num_classes)
+        self.scales = scale_sizes(resolution, stages)
+        self.nets = nn.ModuleList(ScaleCNN(s, channels, width) for s in self.scales)
+        self.outs = nn.ModuleList(ProjectionOutput(net.width, self.num_classes) for net in self.nets)
+
+    def forward(self, images: list[torch.Tensor], y: torch.Tensor | None = None) -> torch.Tensor:
+        _check_inputs(images, self.scales, self.channels)
+        if y is None:
+            y = torch.zeros(images[0].shape[0], dtype=torch.long, device=images[0].device)
+        return torch.cat([out(net(img)[:, None], y)                                # (B, 1) per scale
+                          for net, out, img in zip(self.nets, self.outs, images)], dim=1)   # (B, K)
+
+
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "scalewise": ScalewiseDiscriminator,
     "aggregated": AggregatedDiscriminator,
     "concat": ConcatDiscriminator,
+    "scalewise-conv": ConvScalewiseDiscriminator,
 }
 
 
