@@ -12,7 +12,8 @@ Expected outcome: discrepancy and rewrite fall with lambda and direction alignme
 is flat or better up to a few units of lambda and worsens once the term dominates (stages collapse onto
 the final image).
 
-Evidence behind the cpu default lambda = 3 (2026-11-29; cpu recipe, seed 0, `--seeds 1`, 6 + 2 cells;
+Evidence behind the cpu default lambda = 3 (2026-11-29; the cpu recipe of then: CAT's ViT D, uniform scale
+weights, 300 steps; not re-run with today's conv D and 1200 steps; seed 0, `--seeds 1`, 6 + 2 cells;
 L2 discrepancy per intermediate stage, domain FID of the final stage, n = 500):
 
     lambda   discrepancy s1   s2       s3       FID s4

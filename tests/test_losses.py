@@ -117,8 +117,17 @@ def test_r1_analytic():
 def test_exact_r1_runs_through_the_vit_discriminator():
     """Double backward through the ViT's attention (the fused CPU kernels lack it)."""
     from catlab.models import build_discriminator
-    D = build_discriminator(ModelConfig(), num_classes=10, resolution=32)
+    D = build_discriminator(ModelConfig(discriminator="scalewise"), num_classes=10, resolution=32)
     images = [torch.randn(2, 3, s, s) for s in (4, 8, 16, 32)]
     penalty = exact_r1(D, images, torch.arange(2), gamma=1.0)
     penalty.backward()
     assert penalty.item() > 0 and D.out.linear.weight.grad is not None
+
+
+def test_exact_r1_runs_through_the_conv_discriminator():
+    from catlab.models import build_discriminator
+    D = build_discriminator(ModelConfig(discriminator="scalewise-conv"), num_classes=10, resolution=32)
+    images = [torch.randn(2, 3, s, s) for s in (4, 8, 16, 32)]
+    penalty = exact_r1(D, images, torch.arange(2), gamma=1.0)
+    penalty.backward()
+    assert penalty.item() > 0 and all(out.linear.weight.grad is not None for out in D.outs)

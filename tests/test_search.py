@@ -151,7 +151,7 @@ def test_pruning_stops_the_bad_region(env):
     assert [x.state.name for x in t] == ["COMPLETE", "PRUNED", "COMPLETE"]
     assert list(t[1].intermediate_values) == [2] and t[1].user_attrs["steps"] == 2   # stopped at the first report
     assert t[0].intermediate_values == t[2].intermediate_values and t[0].values == t[2].values
-    assert t[1].intermediate_values[2] > 1.5 * t[0].intermediate_values[2]
+    assert t[1].intermediate_values[2] > t[0].intermediate_values[2]                 # worse than the median
     _, runs = trial_runs(study, "search-test-prune")
     pruned = runs[runs["tags.trial"] == "1"].iloc[0]
     assert pruned["tags.trial_state"] == "PRUNED" and pruned["status"] == "KILLED"
