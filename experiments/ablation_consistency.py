@@ -4,9 +4,9 @@
     catlab ablate ablation-consistency --profile gpu      # CIFAR-10, S model, bf16, 20k steps
     make ablation-consistency                             # the same as the first line
 
-Expected wall time: cpu about 1.6 min per cell on one core; `--workers 2` (what make runs) trains the 6
-cells in about 5 min on 2 cores, and the analysis and report add about 1.5 min. gpu roughly 10-20 min per
-cell.
+Expected wall time: cpu about 3 min per cell on one core; `--workers 2` (what make runs) trains the 6
+cells in about 9 min on 2 cores, and the analysis and report add about 3 min (12 min in all, measured
+2026-11-29). gpu roughly 10-20 min per cell.
 Expected outcome [paper figs 4, 6]: with consistency ("on", lambda = the profile's: 3 on cpu, calibrated in
 ablation-consistency-weight; 0.1 on gpu), cross-scale discrepancy and inter-stage rewrite go down at
 every stage and refinement-direction alignment goes up; final-scale FID is no worse.

@@ -2,10 +2,11 @@
 
 Profiles
   cpu (the default): the embedded `shapes` data and the `tiny` model with the config's defaults, which
-      are the cpu recipe (300 steps, batch 16, lr 2e-3, no R1/R2, lambda 3; README "The cpu recipe"):
-      about 1.6 min per cell on one core, so a 3-seed, 2-arm study takes about 10 min on 2 cores.
+      are the cpu recipe (the scale-wise conv D, coarse-heavy scale weights, 1200 steps, batch 16, lr 2e-3,
+      no R1/R2, lambda 3; README "The cpu recipe"): about 3 min per cell on one core, so a 3-seed, 2-arm
+      study takes about 12 min on 2 cores.
   gpu: CIFAR-10 (downloaded once with data.download=true; or pass data.name=imagefolder:PATH), the `S`
-      model with GAT's lr rule (2e-4 * 768 / width), approximate R1/R2 (gamma 0.1), bf16, EMA 0.999,
+      model with CAT's ViT discriminator and uniform scale weights, GAT's lr rule (2e-4 * 768 / width), approximate R1/R2 (gamma 0.1), bf16, EMA 0.999,
       batch 128, 20k steps, and the paper's lambda 0.1 (not calibrated: no GPU was at hand).
 
 The "on" arm of every consistency axis is the profile's lambda (cpu: the config default, calibrated by

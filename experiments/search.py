@@ -37,7 +37,7 @@ from experiments.search_worker import Plan, mlflow_client, work, work_entry
 
 # The budget of one trial per profile (a study's `search_base` attribute, when it has one, goes on top).
 # cpu: a demonstration budget -- `make search` (8 trials, 2 workers) in about 12 min on 2 busy cores; the
-# ranking after 60 steps is a hint, not a result: pass train.steps=300 data.n=10000 (the cpu recipe) for a
+# ranking after 60 steps is a hint, not a result: pass train.steps=1200 data.n=10000 (the cpu recipe) for a
 # real CPU search.
 SEARCH_BASE = {
     "cpu": {"data.n": 2000, "train.steps": 60, "train.batch": 16, "train.log_every": 10,
