@@ -151,7 +151,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1200               # cpu recipe: about 2.5 min on 2 cores (README, "The cpu recipe")
+    steps: int = 1200               # cpu recipe: about 2 min on 2 cores (README, "The cpu recipe")
     batch: int = 16                 # cpu recipe: at equal compute, 16 x more steps beat 32 (README)
     lr_g: float = 2e-3
     lr_d: float = 2e-3
