@@ -7,9 +7,9 @@ model.discriminator: scalewise-conv (the cpu recipe: one small CNN per scale, on
 scalewise (CAT: one ViT, block-diagonal attention, one logit per scale), aggregated (the scales attend to
 each other, one logit per scale), concat (GAT: every level resized and concatenated channel-wise into one
 input, one logit). Consistency is on at the config default lambda.
-Expected wall time: cpu about 5 min per cell with the conv D and about 10 with the ViTs (aggregated a
-little slower: full attention over all tokens), 12 cells in about 1.5 h on 2 workers; gpu roughly
-10-20 min per cell.
+Expected wall time: cpu about 3 min per cell with the conv D (measured in ablation-consistency) and
+roughly 10 with the ViTs (estimated from their 300-step time; aggregated a little slower: full attention
+over all tokens), 12 cells in about 50 min on 2 workers; gpu roughly 10-20 min per cell.
 Expected outcome [paper fig. 7]: scalewise gives the best final-scale FID; aggregated couples the scales
 and does worse; concat supervises the stages only jointly (loss.scale_weights has no effect on it).
 """

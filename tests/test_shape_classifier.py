@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from catlab.errors import UserError
-from catlab.metrics.shape_classifier import (HELDOUT_SEED, TRAIN_SEED, WEIGHTS, at_scale, colour_blind_shapes,
+from catlab.metrics.shape_classifier import (HELDOUT_SEED, TRAIN_SEED, WEIGHTS, colour_blind_shapes,
                                              load_shape_classifier, predict, shape_accuracy, train)
+from catlab.data.pyramid import resample
 from catlab.data.shapes import CLASS_NAMES, render, shape_params
 
 FRESH_SEED = 2024                      # neither the classifier's training nor its held-out images
@@ -25,7 +26,7 @@ def test_packaged_weights_meta():
 @pytest.mark.parametrize("size", [16, 32])
 def test_recognises_fresh_shapes(size):
     x, y = colour_blind_shapes(500, FRESH_SEED)
-    assert shape_accuracy(at_scale(x, size), y) >= 0.95
+    assert shape_accuracy(resample(x, size, "area"), y) >= 0.95
 
 
 def test_colour_does_not_decide():

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from catlab.data.pyramid import resample
 from catlab.errors import UserError
 from catlab.metrics.train_extractor import write_weights
 
@@ -45,10 +46,7 @@ def preprocess(x: torch.Tensor) -> torch.Tensor:
     x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float().clamp(-1, 1)
     lum = x.mean(1, keepdim=True) if x.shape[1] != 3 else \
         (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]                  # (B, 1, H, W)
-    if lum.shape[-1] > NATIVE:
-        lum = F.interpolate(lum, size=(NATIVE, NATIVE), mode="area")
-    elif lum.shape[-1] < NATIVE:
-        lum = F.interpolate(lum, size=(NATIVE, NATIVE), mode="bilinear", align_corners=False)
+    lum = resample(lum, NATIVE, "area")                                 # area down, bilinear up
     lum = lum - lum.mean((2, 3), keepdim=True)
     return lum / (lum.std((2, 3), keepdim=True) + 1e-3)
 
@@ -114,11 +112,6 @@ def colour_blind_shapes(n: int, seed: int, resolution: int = 32) -> tuple[torch.
     return images, labels
 
 
-def at_scale(x: torch.Tensor, size: int) -> torch.Tensor:
-    """A pyramid level of x (area), the way a stage output of that size looks."""
-    return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")
-
-
 def train(epochs: int = 6, n: int = 20000, heldout: int = 2000, batch: int = 128, lr: float = 2e-3,
           out: Path = WEIGHTS, threads: int = 2) -> dict:
     torch.manual_seed(0)
@@ -138,7 +131,7 @@ def train(epochs: int = 6, n: int = 20000, heldout: int = 2000, batch: int = 128
         for i in range(0, n, batch):
             idx = order[i:i + batch]
             size = TRAIN_SIZES[int(torch.randint(len(TRAIN_SIZES), (), generator=g))]
-            loss = F.cross_entropy(net(at_scale(x[idx], size)), y[idx])
+            loss = F.cross_entropy(net(resample(x[idx], size, "area")), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -146,7 +139,7 @@ def train(epochs: int = 6, n: int = 20000, heldout: int = 2000, batch: int = 128
             total += loss.item() * len(idx)
         print(f"epoch {epoch + 1}/{epochs}  loss {total / n:.4f}  ({time.time() - t0:.1f}s)", flush=True)
     net.eval()
-    acc = {f"{s}px": (predict(at_scale(x_val, s), net=net) == y_val).float().mean().item() for s in (4, 8, 16, 32)}
+    acc = {f"{s}px": (predict(resample(x_val, s, "area"), net=net) == y_val).float().mean().item() for s in (4, 8, 16, 32)}
     meta = {"version": VERSION, "num_classes": 10, "widths": list(WIDTHS), "native": NATIVE, "epochs": epochs,
             "n": n, "train_seed": TRAIN_SEED, "heldout_seed": HELDOUT_SEED, "heldout": heldout,
             "heldout_accuracy": acc}
