@@ -12,6 +12,7 @@ from catlab.data.base import DATASETS, ImageSet, data_root, register, resize_u8
 from catlab.data.pyramid import RESAMPLERS, pyramid, resample, scale_sizes, to_float, to_uint8
 from catlab.data.batcher import Batcher, epoch_permutation
 from catlab.data import shapes as _shapes                      # noqa: F401  (registers shapes)
+from catlab.data import layouts as _layouts                    # noqa: F401  (registers layouts)
 from catlab.data import torchvision_sets as _tv                 # noqa: F401  (registers cifar10, mnist)
 
 PREFIXED = ("imagefolder:", "latents:")
