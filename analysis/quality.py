@@ -191,7 +191,7 @@ def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto", de
         tag = hashlib.sha256(json.dumps(decoder.ident, sort_keys=True).encode()).hexdigest()[:8]
         key = reference_key(f"{data_cfg.name}-vae{tag}", data_cfg.resampler, data_cfg.resolution)
     res = quality(fake, real, metrics=tuple(metrics), extractor=extractor, cache_key=key,
-                  cache_root=cache_root(), kid_subset_size=kid_subset(n))
+                  cache_root=cache_root(), kid_subset_size=kid_subset(n), data=data_cfg.name)
     rows = []
     for name, value in res.items():
         m = re.fullmatch(r"(.+)_s(\d+)", name)
@@ -199,11 +199,11 @@ def scale_quality(stages, data_cfg, n: int, metrics, extractor: str = "auto", de
     return rows, dict(res.info)
 
 
-def shape_rows(stages, y: torch.Tensor, batch: int = 256) -> list:
+def shape_rows(stages, y: torch.Tensor, batch: int = 256, data: str = "shapes") -> list:
     """(shape_acc, stage 1..K, value): catlab.metrics.shape_classifier's accuracy of each stage's samples
-    against the classes they were generated for (colour-blind; chance 0.1; `shapes` runs only)."""
+    against the classes they were generated for (colour-blind; chance 0.1; `shapes` and `layouts` runs)."""
     from catlab.metrics.shape_classifier import shape_accuracy
-    return [("shape_acc", k + 1, shape_accuracy(x, y, batch)) for k, x in enumerate(stages)]
+    return [("shape_acc", k + 1, shape_accuracy(x, y, batch, data=data)) for k, x in enumerate(stages)]
 
 
 def fingerprint(path: Path) -> list:
@@ -214,17 +214,17 @@ def fingerprint(path: Path) -> list:
     return [Path(path).name, st.st_size, st.st_mtime_ns]
 
 
-def extractor_id(extractor: str = "auto", metrics=("fid",), shape: bool = False) -> dict:
-    """What the numbers depend on beyond the checkpoint: the resolved FID extractor, the domain CNN and
-    (shape=True) the shape classifier."""
+def extractor_id(extractor: str = "auto", metrics=("fid",), shape: str | bool = False, data: str | None = None) -> dict:
+    """What the numbers depend on beyond the checkpoint: the resolved FID extractor (the one that fits
+    `data`), the domain CNN and (shape: the data set's name) its shape classifier."""
     from catlab.metrics.extractor import WEIGHTS, file_digest
     out = {"domain": file_digest(WEIGHTS) if WEIGHTS.is_file() else None}
     if shape:
-        from catlab.metrics.shape_classifier import WEIGHTS as SHAPE_WEIGHTS
-        out["shape"] = file_digest(SHAPE_WEIGHTS)
+        from catlab.metrics.shape_classifier import scorer
+        out["shape"] = file_digest(scorer("shapes" if shape is True else shape).weights)
     if metrics:
         from catlab.metrics.fidelity import resolve_extractor
-        short, _, weights = resolve_extractor(extractor)
+        short, _, weights = resolve_extractor(extractor, data)
         out["fid"] = f"{short}-{file_digest(weights)}"
     return out
 
@@ -283,7 +283,8 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid", "shape"), distan
     cfg = run_config(run_dir)
     latent, decoder = run_decoder(cfg, device)
     skipped = ()
-    shape = "shape" in metrics and cfg.data.name == "shapes"
+    from catlab.metrics.shape_classifier import SCORERS
+    shape = cfg.data.name if "shape" in metrics and cfg.data.name in SCORERS else False
     if "shape" in metrics and not shape:
         skipped = ("shape",)
     metrics = tuple(m for m in metrics if m != "shape")
@@ -292,7 +293,7 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid", "shape"), distan
         metrics, distances = (), tuple(d for d in distances if not is_pixel_distance(d))
     spec = {"ckpt": fingerprint(run_dir / "ckpt" / "last.pt"), "n": n, "diag_n": DIAG_N, "metrics": metrics,
             "distances": distances,
-            "shape": shape, "extractor": extractor_id(extractor, metrics, shape),
+            "shape": shape, "extractor": extractor_id(extractor, metrics, shape, cfg.data.name),
             "device": torch.device(device).type}
     if latent:
         spec["decoder"] = decoder.ident if decoder is not None else None
@@ -305,7 +306,7 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid", "shape"), distan
         diag = [x[:DIAG_N] for x in stages]
         near = tuple(d for d in distances if not (latent and is_pixel_distance(d)))
         rows = diagnostics(diag, near, cfg.data.resampler, batch)
-        rows += shape_rows(stages, y, batch) if shape else []
+        rows += shape_rows(stages, y, batch, shape) if shape else []
         pixels = None
         if latent and (metrics or len(near) < len(distances)):   # decode once: all n for quality, else DIAG_N
             pixels, head = decode_to_pixels(stages if metrics else diag, decoder, keep=DIAG_N, batch=batch)
@@ -339,11 +340,12 @@ def quality_curve(run_dir, n: int = 1000, metrics=("fid",), extractor: str = "au
     if not snaps:
         raise UserError(f"run dir must hold EMA snapshots (snapshots/ema_*.pt), but got none in {run_dir}")
     metrics = tuple(metrics)
-    latent, decoder = run_decoder(run_config(run_dir), device)
+    run_cfg = run_config(run_dir)
+    latent, decoder = run_decoder(run_cfg, device)
     if latent and decoder is None:                           # no pixels, no quality (the notice said so)
         metrics = ()
     spec = {"snaps": [fingerprint(p) for _, p in snaps], "n": n, "metrics": metrics,
-            "extractor": extractor_id(extractor, metrics), "device": torch.device(device).type}
+            "extractor": extractor_id(extractor, metrics, data=run_cfg.data.name), "device": torch.device(device).type}
     if latent:
         spec["decoder"] = decoder.ident if decoder is not None else None
 

@@ -110,7 +110,7 @@ def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, p
     if isinstance(every, bool) or not isinstance(every, int) or every < 1 or every % t.log_every:
         raise UserError(f"eval_every must be a multiple of train.log_every={t.log_every}, but got eval_every={every!r}")
     from catlab.metrics.fidelity import protocol_name, resolve_extractor
-    short = resolve_extractor(ev["extractor"])[0]
+    short = resolve_extractor(ev["extractor"], cfg.data.name)[0]
     K = cfg.model.stages
     names = [protocol_name("fid", short, ev["n_eval"], K)] + (["discrepancy_l2_mean"] if objective != "fid" else [])
     plan = Plan(st.name if get_study_or_none(st.name) is st else st, name, objective, trials, below, above,

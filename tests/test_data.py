@@ -26,13 +26,13 @@ def shapes1k():
 
 # ---- registry ------------------------------------------------------------------------------------------
 def test_registry_names_and_duplicates():
-    assert list(DATASETS) == ["shapes", "cifar10", "mnist"]
+    assert list(DATASETS) == ["shapes", "layouts", "cifar10", "mnist"]
     with pytest.raises(ValueError, match="already registered"):
         register("shapes")(lambda cfg, seed=0: None)
-    for ok in ("shapes", "cifar10", "mnist", "imagefolder:/x", "latents:/y"):
+    for ok in ("shapes", "layouts", "cifar10", "mnist", "imagefolder:/x", "latents:/y"):
         check_dataset_name(ok)
     for bad in ("foo", "imagefolder:", "Shapes"):
-        with pytest.raises(UserError, match="data.name must be one of shapes, cifar10, mnist"):
+        with pytest.raises(UserError, match="data.name must be one of shapes, layouts, cifar10, mnist"):
             check_dataset_name(bad)
     with pytest.raises(UserError, match="latents:PATH must name an .npz"):
         build_dataset(data_cfg(name="latents:/tmp/x"))

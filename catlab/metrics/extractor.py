@@ -1,8 +1,16 @@
-"""The domain feature extractor: a small CNN trained on the embedded `shapes` labels.
+"""The domain feature extractors: small CNNs, each trained on the labels of one data set.
 
-It is the offline stand-in for Inception (FID/KID/PRC/IS) and the trunk of `lpips-domain`.
+They are the offline stand-in for Inception (FID/KID/PRC/IS); the `shapes` one is also the trunk of
+`lpips-domain`. Each weights file records the data it was trained on (meta["dataset"], meta["digest"]).
 
     net = load_domain_extractor()             # frozen, eval, cached per (path, device)
+    path, trained_on = extractor_for("layouts")          # the packaged layouts extractor
+    path, trained_on = extractor_for("imagefolder:/x")   # one trained on that folder (cached by its
+                                                         # digest), else the shapes one: trained_on="shapes"
+
+Packaged: domain_extractor.pt (`shapes`) and layouts_extractor.pt (`layouts`). For any other data set,
+`python -m catlab.metrics.train_extractor --data imagefolder:PATH` writes one into extractor_cache(),
+named by the data's digest (data_digest: the images and labels at 32 px), and catlab then uses it there.
     pool, logits = net(x)                     # (B, 128) (unit RMS on the training set), (B, num_classes)
     maps = net.layers(x)                      # 4 maps: (B,32,32,32) (B,64,16,16) (B,128,8,8) (B,128,4,4)
 
@@ -17,6 +25,7 @@ It holds {"state_dict", "meta"} (meta: num_classes, widths, dataset, held-out ac
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -28,6 +37,7 @@ from catlab.errors import UserError
 NATIVE = 32                               # the extractor's input size (px)
 WIDTHS = (32, 64, 128, 128)               # channels of the 4 conv layers (strides 1, 2, 2, 2)
 WEIGHTS = Path(__file__).with_name("domain_extractor.pt")
+PACKAGED = {"shapes": WEIGHTS, "layouts": Path(__file__).with_name("layouts_extractor.pt")}
 
 
 # ---- input handling -------------------------------------------------------------------------------
@@ -123,3 +133,47 @@ def load_domain_extractor(path: str | Path | None = None, device: str | torch.de
         net.requires_grad_(False).eval().to(device)
         _LOADED[key] = net
     return _LOADED[key]
+
+
+# ---- which extractor fits which data ----------------------------------------------------------------
+_DATA_DIGESTS: dict[str, str] = {}
+
+
+def extractor_cache() -> Path:
+    """Where extractors trained on user data live: $CATLAB_CACHE/extractors, else $TORCH_HOME/catlab_extractors."""
+    env = os.environ.get("CATLAB_CACHE", "")
+    return Path(env) / "extractors" if env else Path(torch.hub._get_torch_home()) / "catlab_extractors"
+
+
+def data_digest(name: str, n: int = 0) -> str:
+    """A short sha256 of a data set's images and labels at the extractor's 32 px (data.n = n)."""
+    key = f"{name}|{n}"
+    if key not in _DATA_DIGESTS:
+        from catlab.config import DataConfig
+        from catlab.data import build_dataset
+        ds = build_dataset(DataConfig(name=name, resolution=NATIVE, n=n))
+        h = hashlib.sha256(ds.images.contiguous().numpy().tobytes())
+        h.update(ds.labels.numpy().tobytes())
+        _DATA_DIGESTS[key] = h.hexdigest()[:12]
+    return _DATA_DIGESTS[key]
+
+
+def cached_path(name: str) -> Path:
+    """The file an extractor trained on data set `name` goes to (and is looked for at)."""
+    return extractor_cache() / f"domain-{data_digest(name)}.pt"
+
+
+def extractor_for(name: str | None) -> tuple[Path, str]:
+    """(weights, the data set they were trained on) for scoring data set `name`.
+
+    Packaged data sets have their own; other data (image folders, torchvision sets) use one trained on it
+    when extractor_cache() holds it, else the `shapes` extractor (trained_on="shapes": then the metric
+    is not a quality measure of that data, and catlab says so)."""
+    if name is None or name == "shapes":
+        return WEIGHTS, "shapes"
+    if name in PACKAGED:
+        return (PACKAGED[name], name) if PACKAGED[name].is_file() else (WEIGHTS, "shapes")
+    if name.startswith("latents:"):                     # decoded latents: pixels of another data set
+        return WEIGHTS, "shapes"
+    path = cached_path(name)
+    return (path, name) if path.is_file() else (WEIGHTS, "shapes")

@@ -43,7 +43,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from catlab.errors import UserError
-from catlab.metrics.extractor import WEIGHTS, file_digest, load_domain_extractor
+from catlab.metrics.extractor import extractor_for, file_digest, load_domain_extractor
 
 CACHE_VERSION = 1
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -54,6 +54,7 @@ FEATURE_LAYERS = {              # the protocol: which feature each metric reads,
     DOMAIN_NAME: {"fid": "pool", "kid": "pool", "prc": "pool", "isc": "logits"},
 }
 _NOTICE_SHOWN = False           # the offline notice is printed once per process
+_FOREIGN_SHOWN: set = set()     # data sets scored with another data set's extractor (noticed once)
 
 
 # ---- the domain extractor, as torch-fidelity sees it ------------------------------------------------
@@ -138,8 +139,17 @@ def inception_weights_path() -> Path | None:
     return hub if hub.is_file() else None
 
 
-def resolve_extractor(extractor: str = "auto") -> tuple[str, str, Path]:
-    """-> (short name for metric names, torch-fidelity extractor name, weights path)."""
+def domain_short(data: str | None, trained_on: str) -> str:
+    """The extractor's name in metric names: "domain" on its own data, "domain-<its data>" elsewhere."""
+    return "domain" if data is None or trained_on == data else f"domain-{_safe(trained_on)}"
+
+
+def resolve_extractor(extractor: str = "auto", data: str | None = None) -> tuple[str, str, Path]:
+    """-> (short name for metric names, torch-fidelity extractor name, weights path).
+
+    data: the data set being scored (a data.name); it picks the domain extractor trained on it
+    (catlab.metrics.extractor.extractor_for), and names the metric after the extractor's own data set
+    when there is none for it (fid_domain-shapes_500_s4), with one notice line."""
     global _NOTICE_SHOWN
     if extractor not in ("auto", "inception", "domain"):
         raise UserError(f"extractor must be one of auto, inception, domain, but got extractor={extractor!r}")
@@ -155,7 +165,14 @@ def resolve_extractor(extractor: str = "auto") -> tuple[str, str, Path]:
             print(f"catlab: no Inception weights at {where} (or $CATLAB_INCEPTION_WEIGHTS); "
                   "FID/KID/IS/PRC use the domain extractor (*_domain_* names)", file=sys.stderr)
             _NOTICE_SHOWN = True
-    return "domain", DOMAIN_NAME, WEIGHTS
+    weights, trained_on = extractor_for(data)
+    short = domain_short(data, trained_on)
+    if short != "domain" and data not in _FOREIGN_SHOWN:
+        _FOREIGN_SHOWN.add(data)
+        print(f"catlab: no domain extractor trained on {data}; FID/KID use the one trained on {trained_on} "
+              f"(*_{short}_* names), which is not a quality measure of this data. Train one: "
+              f"python -m catlab.metrics.train_extractor --data {data}", file=sys.stderr)
+    return short, DOMAIN_NAME, weights
 
 
 def count_name(n: int) -> str:
@@ -217,7 +234,7 @@ def fidelity_kwargs(metrics, tf_name: str, weights: Path, n_fake: int, n_real: i
 def quality(fake: list[torch.Tensor], real: list[torch.Tensor], metrics=METRICS, extractor: str = "auto",
             cache_key: str | None = None, n: int | None = None, batch_size: int = 64,
             cache_root: str | Path | None = None, cuda: bool | None = None, seed: int = 2020,
-            kid_subset_size: int = 1000, isc_splits: int = 10) -> QualityResult:
+            kid_subset_size: int = 1000, isc_splits: int = 10, data: str | None = None) -> QualityResult:
     """FID/KID/IS/PRC per scale.
 
     fake: K uint8 tensors (N, 3, s_k, s_k), coarse to fine (stage k's samples at its own scale).
@@ -225,6 +242,7 @@ def quality(fake: list[torch.Tensor], real: list[torch.Tensor], metrics=METRICS,
     n: fake samples used per scale (the first n; default all N); all M real images are used.
     cache_key: names the real set (dataset and resampler, e.g. reference_key("shapes", "area", 32));
         None turns the reference cache off.
+    data: the data set the real images come from (data.name): picks the domain extractor trained on it.
     Returns a QualityResult: {name: value} with names like fid_domain_1k_s4, and .info with
     fid_extractor ("domain" | "inception"), extractor (torch-fidelity name), n, sizes, cache_names.
     """
@@ -234,7 +252,7 @@ def quality(fake: list[torch.Tensor], real: list[torch.Tensor], metrics=METRICS,
         raise UserError(f"metrics must be a non-empty subset of {', '.join(METRICS)}, but got metrics={metrics}")
     if len(fake) != len(real) or not fake:
         raise UserError(f"real must hold one tensor per stage like fake ({len(fake)}), but got real={len(real)}")
-    short, tf_name, weights = resolve_extractor(extractor)
+    short, tf_name, weights = resolve_extractor(extractor, data)
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cache_root is None:
         env = os.environ.get("CATLAB_CACHE", "")

@@ -1,6 +1,13 @@
-"""Train the domain feature extractor on a labelled catlab dataset; write catlab/metrics/domain_extractor.pt.
+"""Train a domain feature extractor on a labelled catlab data set (FID/KID features that fit that data).
 
-    python -m catlab.metrics.train_extractor --data shapes          # about a minute on 2 CPU cores
+    python -m catlab.metrics.train_extractor --data shapes          # catlab/metrics/domain_extractor.pt
+    python -m catlab.metrics.train_extractor --data layouts         # catlab/metrics/layouts_extractor.pt
+    python -m catlab.metrics.train_extractor --data imagefolder:PATH  # extractor_cache()/domain-<digest>.pt
+
+About a minute or two on 2 CPU cores. The packaged data sets write the packaged files; any other data set
+writes into the extractor cache under its data digest, where catlab's FID/KID then find it
+(catlab.metrics.extractor.extractor_for). The weights record the data set and its digest.
+An image folder needs at least two class folders (the extractor learns to tell the classes apart).
 
 Deterministic: fixed seeds, torch.use_deterministic_algorithms(True), a fixed held-out split (20 %).
 Every training image is shown at a random scale of the pyramid (area-downsampled to 32 / 2**j, then
@@ -18,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from catlab.metrics.extractor import NATIVE, WEIGHTS, WIDTHS, DomainNet, to_native
+from catlab.metrics.extractor import NATIVE, PACKAGED, WIDTHS, DomainNet, cached_path, data_digest, to_native
 
 VERSION = 1
 
@@ -45,16 +52,21 @@ def accuracy(net: DomainNet, x: torch.Tensor, y: torch.Tensor, size: int, batch:
 
 
 def train(data: str = "shapes", epochs: int = 4, batch: int = 128, lr: float = 2e-3, seed: int = 0,
-          n: int = 10000, holdout: float = 0.2, out: Path = WEIGHTS, threads: int = 2) -> dict:
+          n: int = 10000, holdout: float = 0.2, out: Path | None = None, threads: int = 2) -> dict:
     from catlab.config import DataConfig
     from catlab.data import build_dataset
     from catlab.data.pyramid import to_float
+    from catlab.errors import UserError
+    out = Path(out) if out is not None else PACKAGED.get(data) or cached_path(data)
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
     ds = build_dataset(DataConfig(name=data, resolution=NATIVE, n=n))
+    if ds.num_classes < 2:
+        raise UserError(f"data must have at least two classes to train an extractor, but got {data} with "
+                        f"{ds.num_classes}")
     x_all, y_all = to_float(ds.images), ds.labels                    # (N, 3, 32, 32), (N,)
     if x_all.shape[1] == 1:
         x_all = x_all.expand(-1, 3, -1, -1)
@@ -92,7 +104,7 @@ def train(data: str = "shapes", epochs: int = 4, batch: int = 128, lr: float = 2
         net.feature_scale.fill_(1.0 / pool.pow(2).mean().sqrt().item())
     acc = {f"s{k + 1}_{s}px": accuracy(net, x_val, y_val, s) for k, s in enumerate(sizes)}
     acc["mean"] = sum(acc.values()) / len(sizes)
-    meta = {"version": VERSION, "dataset": data, "n": len(x_all), "num_classes": ds.num_classes,
+    meta = {"version": VERSION, "dataset": data, "digest": data_digest(data), "n": len(x_all), "num_classes": ds.num_classes,
             "widths": list(WIDTHS), "native": NATIVE, "epochs": epochs, "seed": seed, "heldout": n_val,
             "heldout_accuracy": acc, "feature_scale": net.feature_scale.item()}
     write_weights(net, meta, Path(out), n_val, t0)
@@ -118,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=10000, help="images to generate/keep (data.n)")
-    p.add_argument("--out", type=Path, default=WEIGHTS)
+    p.add_argument("--out", type=Path, default=None, help="default: the packaged file of --data, else the cache")
     a = p.parse_args(argv)
-    train(a.data, a.epochs, a.batch, a.lr, a.seed, a.n, out=a.out)
+    from catlab.errors import UserError
+    try:
+        train(a.data, a.epochs, a.batch, a.lr, a.seed, a.n, out=a.out)
+    except UserError as e:
+        print(f"train_extractor: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
