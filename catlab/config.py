@@ -165,6 +165,7 @@ class TrainConfig:
     sample_every: int = 100         # sample grid every N steps (and at the end)
     device: str = "auto"            # auto | cpu | cuda
     compile: bool = False           # torch.compile the networks (GPU profile)
+    fakes: str = "fresh"            # fresh: a new z for D's and G's phases; shared: one G forward per step
 
     def __post_init__(self):
         for key in ("steps", "batch", "ckpt_every", "log_every", "sample_every"):
@@ -176,6 +177,7 @@ class TrainConfig:
         _positive("train.ema_warmup", self.ema_warmup, zero_ok=True)
         _choice("train.precision", self.precision, ("fp32", "bf16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _choice("train.fakes", self.fakes, ("fresh", "shared"))
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,8 @@ def build_state(cfg: Config, num_classes: int, channels: int, batcher: Batcher, 
 
     def adamw(net, lr):
         lr = lr * 768 / net.width if t.width_lr else lr
-        return torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.0, 0.99), weight_decay=0.0)
+        return torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.0, 0.99), weight_decay=0.0,
+                                 foreach=True)      # bitwise the for-loop's update, in fewer kernels
     rng = rng or distributed.StepRNG(cfg.seed, device=device)
     return State(G, D, G_ema, adamw(G, t.lr_g), adamw(D, t.lr_d), batcher, rng)
 
@@ -134,13 +135,27 @@ def make_phases(cfg: Config, s: State, autocast) -> list[Phase]:
         else (s.G, s.D)                                   # same parameters; state_dicts stay uncompiled
     D_reg = s.D if rc.kind == "exact" else D              # compiled graphs have no double backward
 
-    def fakes(y, grad: bool, full: bool = False):
-        z = s.rng.z(y.shape[0], s.G.z_dim)                # this rank's rows of the global batch's z
-        with torch.set_grad_enabled(grad), autocast():
-            return G(z, y, full=full)
+    shared: dict = {}                                     # train.fakes=shared: this step's (z, y) -> G
+
+    def fakes(step, y, grad: bool, full: bool = False):
+        """This step's fake stages. fresh: a new z at every call; shared: one G forward (with grad) per
+        step, detached for D's phases and reused by G's (the D update does not change G)."""
+        if cfg.train.fakes == "fresh":
+            z = s.rng.z(y.shape[0], s.G.z_dim)            # this rank's rows of the global batch's z
+            with torch.set_grad_enabled(grad), autocast():
+                return G(z, y, full=full)
+        if shared.get("step") != step:
+            z = s.rng.z(y.shape[0], s.G.z_dim)
+            with autocast():
+                shared.update(step=step, out=G(z, y, full=True))
+        scaled, full_images = shared["out"]
+        if grad:
+            shared.clear()                                # G's phase is the last to use them
+            return (scaled, full_images) if full else scaled
+        return [x.detach() for x in scaled]
 
     def d_main(step, real, y):
-        fake = fakes(y, grad=False)
+        fake = fakes(step, y, grad=False)
         s.D.requires_grad_(True)
         with autocast():
             logits = D([torch.cat([r, f]) for r, f in zip(real, fake)], torch.cat([y, y])).float()
@@ -156,14 +171,14 @@ def make_phases(cfg: Config, s: State, autocast) -> list[Phase]:
         with autocast():
             loss = penalty(D_reg, real, y, rc.gamma, sigma=rc.sigma, fraction=rc.fraction)
             if rc.r2:
-                loss = loss + penalty(D_reg, fakes(y, grad=False), y, rc.gamma, sigma=rc.sigma,
+                loss = loss + penalty(D_reg, fakes(step, y, grad=False), y, rc.gamma, sigma=rc.sigma,
                                       fraction=rc.fraction)
         _update(s.opt_d, loss.float() * rc.every, s.D.parameters(), clip)
         return {"d_reg": loss.detach()}
 
     def g_main(step, real, y):
         s.D.requires_grad_(False)
-        scaled, full = fakes(y, grad=True, full=True)
+        scaled, full = fakes(step, y, grad=True, full=True)
         with autocast():
             with torch.no_grad():
                 lr = D(real, y).float()
