@@ -1,7 +1,7 @@
 """Drift over training: how each stage's output on the fixed eval set moves between EMA snapshots.
 
-    df = run_drift("runs/3f9c0a1b2d-s0")               # rows: step, stage, drift, drift_ratio, ...
-    study_drift("studies/ablation-consistency")         # drift.csv: cell, seed, <axes>, step, stage, drift, ...
+    rows = stage_moves(cur, prev, d)     # per stage: drift, drift_ratio, drift_corr, move_cos
+    (per run and per study: analysis.trajectory.run_drift / study_drift, drift.csv)
 
 For consecutive snapshots t-1, t and stage k (x_k at its own scale s_k, on the run's fixed (z, y)), with
 d a per-sample distance (L2 = mean squared by default; any name analysis.quality.distance_fn knows):
@@ -20,14 +20,7 @@ near 0. For k = K, drift_ratio = drift_corr = move_cos = 1 whenever the final st
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
-import pandas as pd
 import torch
-
-from analysis.driver import per_cell, read_cells
-from analysis.quality import EVAL_N, distance_fn, fingerprint, fixed_inputs, generate, memo
-from catlab.checkpoint import load_generator, snapshots
 
 COLUMNS = ["step", "stage", "drift", "drift_ratio", "drift_corr", "move_cos", "distance"]
 _ZERO = 1e-24
@@ -72,43 +65,3 @@ def stage_moves(cur: list[torch.Tensor], prev: list[torch.Tensor], d, resampler:
                     "drift_ratio": drift / final if final > 0 else math.nan,
                     "drift_corr": pearson(per[k], per[-1]), "move_cos": float(move)})
     return out
-
-
-# ---- one run, one study -------------------------------------------------------------------------------
-def run_drift(run_dir, distance: str = "l2", n: int = EVAL_N, batch: int = 256, device: str = "cpu",
-              reuse: bool = True) -> pd.DataFrame:
-    """Drift of every stage between consecutive EMA snapshots of a run: one row per (step > first, stage).
-
-    Columns: step (the later snapshot), stage (1..K), drift, drift_ratio, drift_corr, move_cos, distance.
-    Runs with fewer than two snapshots give an empty table. Kept in <run_dir>/analysis/ (analysis.quality.memo).
-    """
-    run_dir = Path(run_dir)
-    snaps = snapshots(run_dir)
-    spec = {"snaps": [fingerprint(p) for _, p in snaps], "distance": distance, "n": n,
-            "device": torch.device(device).type}
-
-    def compute() -> pd.DataFrame:
-        d = distance_fn(distance)
-        rows, prev, inputs = [], None, None
-        for step, path in snaps:
-            G, cfg = load_generator(run_dir, snapshot=path, device=device)
-            inputs = inputs or fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
-            cur = generate(G, *inputs, batch)
-            if prev is not None:
-                rows += [{"step": step, **r, "distance": distance}
-                         for r in stage_moves(cur, prev, d, cfg.data.resampler, batch)]
-            prev = cur
-        return pd.DataFrame(rows, columns=COLUMNS)
-    return memo(run_dir, f"drift-{distance}", spec, compute, reuse)
-
-
-def study_drift(study_dir, distance: str = "l2", n: int = EVAL_N, batch: int = 256, device: str = "cpu",
-                progress: bool = True, write: bool = True, reuse: bool = True) -> pd.DataFrame:
-    """run_drift over a study's FINISHED cells -> drift.csv (cell, seed, <axes>, step, stage, drift, ...)."""
-    study_dir = Path(study_dir)
-    cells, axes = read_cells(study_dir)
-    df = per_cell(cells, axes, lambda r: run_drift(r, distance, n, batch, device, reuse), f"drift {study_dir.name}",
-                  progress)
-    if write:
-        df.to_csv(study_dir / "drift.csv", index=False)
-    return df

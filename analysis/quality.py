@@ -3,7 +3,7 @@
     df = evaluate_run("runs/3f9c0a1b2d-s0", n=1000)      # rows: fid_domain_1k / 1..K, discrepancy_l2 / 1..K-1 ...
     df.attrs["info"]["fid_extractor"]                      # "domain" (offline) or "inception"
     evaluate_study("studies/ablation-consistency")         # table.csv, summary.csv, tests.csv, drift.csv
-    quality_curve(run_dir, n=500)                          # FID per scale over the EMA snapshots (fig 5)
+    (over training, at every EMA snapshot: analysis.trajectory)
 
 Samples: the EMA generator on fixed (z, y) that depend on the run seed only (eval_set.pt, 256 samples, then
 more drawn from a generator seeded by the run seed), so two arms with the same seed see the same z.
@@ -229,10 +229,15 @@ def extractor_id(extractor: str = "auto", metrics=("fid",), shape: str | bool = 
     return out
 
 
+def memo_path(run_dir: Path, kind: str, spec: dict) -> Path:
+    """Where memo() keeps the table of (kind, spec)."""
+    key = hashlib.sha256(json.dumps([MEMO_VERSION, kind, spec], sort_keys=True, default=str).encode()).hexdigest()
+    return Path(run_dir) / "analysis" / f"{kind}-{key[:12]}.json"
+
+
 def memo(run_dir: Path, kind: str, spec: dict, compute, reuse: bool = True) -> pd.DataFrame:
     """compute() -> DataFrame, kept in <run_dir>/analysis/<kind>-<key>.json and read back while spec holds."""
-    key = hashlib.sha256(json.dumps([MEMO_VERSION, kind, spec], sort_keys=True, default=str).encode()).hexdigest()
-    path = Path(run_dir) / "analysis" / f"{kind}-{key[:12]}.json"
+    path = memo_path(run_dir, kind, spec)
     if reuse and path.is_file():
         saved = json.loads(path.read_text())
         df = pd.DataFrame(saved["rows"], columns=saved["columns"])
@@ -331,38 +336,6 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid", "shape"), distan
     return df
 
 
-def quality_curve(run_dir, n: int = 1000, metrics=("fid",), extractor: str = "auto", batch: int = 256,
-                  device: str = "cpu", write: bool = True, reuse: bool = True) -> pd.DataFrame:
-    """Quality per scale at every EMA snapshot (fig 5): rows step, images_seen (= step * batch), metric,
-    stage, value; written to <run_dir>/curve.csv. Same fixed (z, y) and real subset at every step."""
-    run_dir = Path(run_dir)
-    snaps = snapshots(run_dir)
-    if not snaps:
-        raise UserError(f"run dir must hold EMA snapshots (snapshots/ema_*.pt), but got none in {run_dir}")
-    metrics = tuple(metrics)
-    run_cfg = run_config(run_dir)
-    latent, decoder = run_decoder(run_cfg, device)
-    if latent and decoder is None:                           # no pixels, no quality (the notice said so)
-        metrics = ()
-    spec = {"snaps": [fingerprint(p) for _, p in snaps], "n": n, "metrics": metrics,
-            "extractor": extractor_id(extractor, metrics, data=run_cfg.data.name), "device": torch.device(device).type}
-    if latent:
-        spec["decoder"] = decoder.ident if decoder is not None else None
-
-    def compute() -> pd.DataFrame:
-        rows, inputs = [], None
-        for step, path in snaps if metrics else []:
-            G, cfg = load_generator(run_dir, snapshot=path, device=device)
-            inputs = inputs or fixed_inputs(run_dir, n, cfg.seed, G.z_dim, G.num_classes)
-            q_rows, _ = scale_quality(generate(G, *inputs, batch), cfg.data, n, metrics, extractor, decoder)
-            rows += [(step, step * cfg.train.batch, m, k, v) for m, k, v in q_rows]
-        return pd.DataFrame(rows, columns=["step", "images_seen", "metric", "stage", "value"])
-    df = memo(run_dir, "curve", spec, compute, reuse)
-    if write:
-        df.to_csv(run_dir / "curve.csv", index=False)
-    return df
-
-
 # ---- studies ------------------------------------------------------------------------------------------
 def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shape"),
                    distances=("l2", "lpips-domain"),
@@ -370,9 +343,10 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shap
                    profile: str = "cpu", drift: bool = True, curve: bool = True, curve_n: int | None = None,
                    progress: bool = True, reuse: bool = True) -> pd.DataFrame:
     """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
-    stage), tests.csv (paired by seed, per 2-valued axis), drift.csv (drift=True) and curve.csv (curve=True:
-    the first quality metric but shape at every snapshot, curve_n samples, default n; none without one); logs the
-    summary to the study's parent MLflow run. n, batch, device default to the profile's
+    stage), tests.csv (paired by seed, per 2-valued axis), and over training (analysis.trajectory, one
+    generation per EMA snapshot): diagnostics_curve.csv (the L2 diagnostics on the fixed eval set),
+    drift.csv (drift=True) and curve.csv (curve=True: the first quality metric but shape, and shape_acc,
+    curve_n samples, default n); logs the summary to the study's parent MLflow run. n, batch, device default to the profile's
     (analysis.driver.PROFILES). reuse: read unchanged runs' results back from their analysis/ folders.
     Returns the table (attrs["info"]: summary, tests, axes, runs' infos, parent_run_id)."""
     from analysis.driver import log_study, per_cell, profile_options, read_cells, study_tests
@@ -398,14 +372,22 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shap
         tests.to_csv(study_dir / "tests.csv", index=False)
     elif (study_dir / "tests.csv").exists():
         (study_dir / "tests.csv").unlink()                    # no 2-valued axis any more: no stale tests
-    if drift:
-        from analysis.drift import study_drift
-        study_drift(study_dir, progress=progress, batch=batch, device=device, reuse=reuse)
     first = tuple(m for m in metrics if m != "shape")[:1]
-    if curve and first:
-        per_cell(cells, axes, lambda r: quality_curve(r, curve_n or n, first, extractor, batch, device,
-                                                      reuse=reuse), f"curve {study_dir.name}", progress
-                 ).to_csv(study_dir / "curve.csv", index=False)
+    parts = (("drift",) if drift else ()) + ("diagnostics",) + (("curve",) if curve and (first or "shape" in metrics) else ())
+    from analysis.trajectory import run_trajectory
+    sizes = {"drift": EVAL_N, "diagnostics": DIAG_N, "curve": curve_n or n}
+    runs = {}
+
+    def over_training(run_dir):
+        runs[str(run_dir)] = run_trajectory(run_dir, parts, sizes, distances=("l2",), metrics=first,
+                                            shape="shape" in metrics, extractor=extractor, batch=batch,
+                                            device=device, reuse=reuse)
+        return runs[str(run_dir)]["diagnostics"]
+    per_cell(cells, axes, over_training, f"over training {study_dir.name}", progress
+             ).to_csv(study_dir / "diagnostics_curve.csv", index=False)
+    for part, name in (("drift", "drift.csv"), ("curve", "curve.csv")):
+        if part in parts:
+            per_cell(cells, axes, lambda r: runs[str(r)][part], part, False).to_csv(study_dir / name, index=False)
     uri = read_json(study_dir / "study.json").get("tracking_uri") or run_config(cells["run_dir"][0]).run.tracking_uri
     parent = log_study(study_dir, summary, axes, max(i["step"] for i in infos), uri)
     table.attrs["info"] = {"fid_extractor": infos[0]["fid_extractor"], "runs": infos, "summary": summary,

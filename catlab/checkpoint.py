@@ -90,6 +90,13 @@ def run_config(run_dir: str | Path) -> Config:
     return load_config_json(path)
 
 
+def saved_hash(run_dir: str | Path) -> str:
+    """The hash of a run dir's config.json as written (catlab.config.dict_hash of the raw JSON)."""
+    import json
+    from catlab.config import dict_hash
+    return dict_hash(json.loads((Path(run_dir) / "config.json").read_text()))
+
+
 def load_generator(run_dir: str | Path, ema: bool = True, snapshot: str | Path | None = None,
                    device: str = "cpu"):
     """The trained generator of a run (EMA by default), in eval mode, and its Config.
@@ -101,9 +108,10 @@ def load_generator(run_dir: str | Path, ema: bool = True, snapshot: str | Path |
     cfg = run_config(run_dir)
     path = Path(snapshot) if snapshot is not None else run_dir / "ckpt" / "last.pt"
     ckpt = safe_load(path)
-    if ckpt.get("config_hash", cfg.hash()) != cfg.hash():       # snapshots carry no hash
+    saved = saved_hash(run_dir)                                  # as written (older catlab: fewer keys)
+    if ckpt.get("config_hash", saved) not in (saved, cfg.hash()):   # snapshots carry no hash
         raise UserError(f"checkpoint {path} belongs to config {ckpt['config_hash']}, but {run_dir} holds "
-                        f"config {cfg.hash()}; it was copied from another run dir")
+                        f"config {saved}; it was copied from another run dir")
     try:
         G = build_generator(cfg.model, ckpt["meta"]["num_classes"], cfg.data.resolution,
                             ckpt["meta"]["channels"], resampler=cfg.data.resampler)

@@ -216,9 +216,7 @@ class Config:
 
     def hash(self) -> str:
         """Stable 10-hex hash of everything that changes results (all but `run`)."""
-        d = self.to_dict()
-        d.pop("run")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        return dict_hash(self.to_dict())
 
     def run_name(self) -> str:
         return f"{self.hash()}-s{self.seed}"
@@ -228,6 +226,13 @@ class Config:
 
     def override(self, overrides: typing.Iterable[str] | dict) -> "Config":
         return apply_overrides(self, overrides)
+
+
+def dict_hash(d: dict) -> str:
+    """The hash of a config as a nested dict (its `run` section left out). For a config.json written by an
+    older catlab (without keys added since), this is the hash that run was named and checkpointed with."""
+    d = {k: v for k, v in d.items() if k != "run"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
 # ---- overrides ----------------------------------------------------------------------------------

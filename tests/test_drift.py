@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import drift as Dr
+from analysis import drift as Drb
+from analysis import trajectory as Dr
 from analysis.quality import fixed_inputs, generate
 from catlab.checkpoint import atomic_save, load_generator
 from catlab.config import load_config, save_config
@@ -47,7 +48,7 @@ def run(tmp_path):
 
 def test_one_row_per_later_snapshot_and_stage(run):
     df = Dr.run_drift(run, n=32)
-    assert list(df.columns) == Dr.COLUMNS
+    assert list(df.columns) == Dr.COLUMNS["drift"]
     assert list(zip(df["step"], df["stage"])) == [(s, k) for s in STEPS[1:] for k in range(1, K + 1)]
     assert (df["drift"] > 0).all() and df[["drift_ratio", "drift_corr", "move_cos"]].notna().all().all()
     final = df[df["stage"] == K]
@@ -101,17 +102,17 @@ def test_memo_is_read_back_and_invalidated(run):
 
 def test_fewer_than_two_snapshots_give_an_empty_table(tmp_path):
     df = Dr.run_drift(make_run(tmp_path, steps=(5,)), n=8)
-    assert df.empty and list(df.columns) == Dr.COLUMNS
+    assert df.empty and list(df.columns) == Dr.COLUMNS["drift"]
 
 
 def test_pearson_and_cosine():
     a = torch.tensor([1.0, 2.0, 4.0])
-    assert Dr.pearson(a, 2 * a + 1) == pytest.approx(1.0)
-    assert Dr.pearson(a, -a) == pytest.approx(-1.0)
-    assert math.isnan(Dr.pearson(a, torch.ones(3)))
+    assert Drb.pearson(a, 2 * a + 1) == pytest.approx(1.0)
+    assert Drb.pearson(a, -a) == pytest.approx(-1.0)
+    assert math.isnan(Drb.pearson(a, torch.ones(3)))
     u = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
     v = torch.tensor([[2.0, 0.0], [1.0, 0.0], [-1.0, -1.0]])
-    assert Dr.cosine(u, v).tolist() == [1.0, 0.0, -1.0]
+    assert Drb.cosine(u, v).tolist() == [1.0, 0.0, -1.0]
 
 
 def test_study_drift_writes_drift_csv(run, tmp_path):
@@ -122,5 +123,5 @@ def test_study_drift_writes_drift_csv(run, tmp_path):
                   for a in ("on", "off")]).to_csv(study / "cells.csv", index=False)
     Dr.study_drift(study, n=8, progress=False)
     df = pd.read_csv(study / "drift.csv")
-    assert list(df.columns) == ["cell", "seed", "consistency", *Dr.COLUMNS]
+    assert list(df.columns) == ["cell", "seed", "consistency", *Dr.COLUMNS["drift"]]
     assert len(df) == 2 * 2 * K and set(df["consistency"]) == {"on", "off"}

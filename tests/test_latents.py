@@ -191,11 +191,13 @@ def test_analysis_decodes_latents_for_fid_and_lpips(latent_run, stub_decoder, ca
                       reuse=False)
     info = df.attrs["info"]
     assert info["latent"] and info["decoder"] == {"decoder": "tanh-stub", "fingerprint": "0", "scale_factor": SF}
-    assert info["skipped"] == [] and info["fid_extractor"] == "domain"
-    assert "without a decoder" not in capsys.readouterr().err
+    # decoded latents are not `shapes`: the shapes extractor's numbers are named after it, with a notice
+    assert info["skipped"] == [] and info["fid_extractor"] == "domain-shapes"
+    err = capsys.readouterr().err
+    assert "without a decoder" not in err and "not a quality measure" in err
     fid = _rows(df, "fid_")
-    assert sorted(fid) == [(f"fid_domain_{NE}", k) for k in (1, 2, 3)] and all(v > 0 for v in fid.values())
-    assert sorted(_rows(df, "kid_domain")) == [(f"kid_domain_{NE}", k) for k in (1, 2, 3)]
+    assert sorted(fid) == [(f"fid_domain-shapes_{NE}", k) for k in (1, 2, 3)] and all(v > 0 for v in fid.values())
+    assert sorted(_rows(df, "kid_domain")) == [(f"kid_domain-shapes_{NE}", k) for k in (1, 2, 3)]
     assert sorted(_rows(df, "discrepancy_")) == [(f"discrepancy_{d}", k) for d in ("l2", "lpips-domain")
                                                  for k in (1, 2)]
     assert {m for m in df.metric if m.startswith("direction")} == {"direction_l2"}    # latent space, once
@@ -213,7 +215,8 @@ def test_analysis_decodes_latents_for_fid_and_lpips(latent_run, stub_decoder, ca
 
 
 def test_analysis_without_decoder_keeps_latent_l2_and_says_so_once(latent_run, no_decoder, capsys, monkeypatch):
-    from analysis.quality import evaluate_run, quality_curve
+    from analysis.quality import evaluate_run
+    from analysis.trajectory import quality_curve
     from catlab.cli import main
     assert main(["analyze", str(latent_run), "--n", str(NE), "--metrics", "fid", "kid", "l2", "lpips-domain"]) == 0
     out, err = capsys.readouterr()

@@ -169,9 +169,10 @@ def resolve_extractor(extractor: str = "auto", data: str | None = None) -> tuple
     short = domain_short(data, trained_on)
     if short != "domain" and data not in _FOREIGN_SHOWN:
         _FOREIGN_SHOWN.add(data)
+        hint = "" if data.startswith("latents:") else \
+            f" Train one: python -m catlab.metrics.train_extractor --data {data}"
         print(f"catlab: no domain extractor trained on {data}; FID/KID use the one trained on {trained_on} "
-              f"(*_{short}_* names), which is not a quality measure of this data. Train one: "
-              f"python -m catlab.metrics.train_extractor --data {data}", file=sys.stderr)
+              f"(*_{short}_* names), which is not a quality measure of this data.{hint}", file=sys.stderr)
     return short, DOMAIN_NAME, weights
 
 
