@@ -70,6 +70,12 @@ def build_grid(study: Study, profile: str, seeds: int, overrides=()) -> list[Cel
             hint = "use --seeds N" if key == "seed" else f"it is {study_dir(study.name) / 'runs'}" \
                 if key == "run.root" else f"it is {study.name}"
             raise UserError(f"{key} is set by the study for every cell ({hint}), but got {key}={user[key]}")
+    by_axis = {key: axis for axis, labels in study.axes.items() for over in labels.values() for key in over}
+    clash = [k for k in user if k in by_axis]
+    if clash:
+        k = clash[0]
+        raise UserError(f"{k} is set by the axis '{by_axis[k]}' of study {study.name} (it is what the study "
+                        f"compares), but got {k}={user[k]}; drop the override or run another study")
     fixed = {"run.root": str(study_dir(study.name) / "runs"), "run.experiment": study.name}
     defaults = flatten(Config().to_dict())
     cells = []

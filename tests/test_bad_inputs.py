@@ -278,6 +278,8 @@ CASES = [
          "train.lr_g must be a finite number"),
     Case("ablate-missing-data", lambda ws: ["ablate", "ablation-consistency", "data.name=imagefolder:/nonexistent"],
          2, "does not exist"),
+    Case("ablate-axis-override", lambda ws: ["ablate", "ablation-consistency", "loss.consistency.weight=10"], 2,
+         "loss.consistency.weight is set by the axis 'consistency' of study ablation-consistency"),
     Case("ablate-zero-seeds", lambda ws: ["ablate", "ablation-consistency", "--seeds", "0"], 2,
          "--seeds must be an int >= 1"),
     Case("sync-missing-run-dir", lambda ws: ["sync", "runs/nope"], 2, "is not a catlab run dir"),
