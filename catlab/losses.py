@@ -142,14 +142,15 @@ REGULARISERS = {"approx": approx_r1, "exact": exact_r1}
 
 # ---- the consistency loss -----------------------------------------------------------------------
 def consistency(full: list[torch.Tensor], scaled: list[torch.Tensor], cfg: ConsistencyConfig,
-                step: int, distance=None, resample=None) -> tuple[torch.Tensor, torch.Tensor]:
+                step: int, distance=None, resampler: str = "area") -> tuple[torch.Tensor, torch.Tensor]:
     """CAT's generator-side consistency loss: align every intermediate output with the final one.
 
     L = lambda_t * mean_k w_k * d(a_k, b_k), k = 1..K-1, with the final output as the common anchor
     [paper]. The reimpl form is MSE on full-resolution outputs, w = (1/3, 1/2, 1), lambda = 0.1, no
     stop-gradient. Every open choice is configurable (cfg):
       compare_at="full":      a_k = full[k],   b_k = full[K]              (accumulated full-res outputs)
-      compare_at="own-scale": a_k = scaled[k], b_k = R_{s_k}(full[K])     (the stage's own scale)
+      compare_at="own-scale": a_k = scaled[k], b_k = R_{s_k}(full[K])     (the stage's own scale; R is
+                              catlab.data.pyramid.resample with `resampler`, the run's data.resampler)
       detach_anchor:          stop the gradient through the anchor (no gradient to the last head);
       warmup:                 lambda_t = lambda * min(1, step / warmup).
     Returns (loss, per-stage mean distances (K-1,) detached).
@@ -159,13 +160,12 @@ def consistency(full: list[torch.Tensor], scaled: list[torch.Tensor], cfg: Consi
         return full[0].new_zeros(()), full[0].new_zeros(0)
     if distance is None:
         distance = get_distance(cfg.distance)
-    if resample is None:
-        from catlab.data import resample
+    from catlab.data.pyramid import resample
     anchor = full[-1].detach() if cfg.detach_anchor else full[-1]
     if cfg.compare_at == "full":
         pairs = [(full[i], anchor) for i in range(k - 1)]
     else:
-        pairs = [(scaled[i], resample(anchor, scaled[i].shape[-1])) for i in range(k - 1)]
+        pairs = [(scaled[i], resample(anchor, scaled[i].shape[-1], resampler)) for i in range(k - 1)]
     dist = torch.stack([distance(a, b).mean() for a, b in pairs])  # (K-1,)
     ramp = min(1.0, step / cfg.warmup) if cfg.warmup else 1.0
     w = stage_weights(cfg.stage_weights, k).to(dist)

@@ -185,7 +185,8 @@ def make_phases(cfg: Config, s: State, autocast) -> list[Phase]:
             lf = D(scaled, y).float()
         per_scale = g_loss_fn(lr, lf)
         adv = (weights(lf) * per_scale).sum()
-        cons, dist = consistency([x.float() for x in full], [x.float() for x in scaled], cc, step, distance)
+        cons, dist = consistency([x.float() for x in full], [x.float() for x in scaled], cc, step, distance,
+                                 cfg.data.resampler)
         norm = _update(s.opt_g, adv + cons, s.G.parameters(), clip)
         return {"g_loss": adv.detach(), "cons": cons.detach(), "grad_norm_g": norm,
                 **_per_scale("g_adv", per_scale), **_per_scale("cons_dist", dist)}

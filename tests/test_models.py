@@ -34,7 +34,7 @@ def images(B=2, seed=2, sizes=(4, 8, 16, 32)):
 
 
 # ---- masking: scale-wise D keeps the scales apart, aggregated D does not -----------------------
-@pytest.mark.parametrize("kind", ["scalewise", "scalewise-conv"])
+@pytest.mark.parametrize("kind", ["scalewise", "scalewise-conv", "scalewise-conv-lean"])
 @pytest.mark.parametrize("k", range(4))
 def test_scalewise_logit_k_has_exactly_zero_gradient_to_other_scales(k, kind):
     D = make_d(kind)
@@ -85,6 +85,16 @@ def test_scalewise_conv_downsamples_each_scale_to_4px_with_doubling_channels():
         D([x[0], x[0], x[2], x[3]], y)
 
 
+def test_scalewise_conv_lean_sets_channels_by_resolution():
+    D = make_d("scalewise-conv-lean")                         # tiny: width 64 -> 16 @ 32 px, 32 @ 16, 64 below
+    convs = [[(m.in_channels, m.out_channels, m.stride[0]) for m in net.net if isinstance(m, torch.nn.Conv2d)]
+             for net in D.nets]
+    assert convs[0] == [(3, 64, 1)]
+    assert convs[2] == [(3, 32, 1), (32, 64, 2), (64, 64, 2)]
+    assert convs[3] == [(3, 16, 1), (16, 32, 2), (32, 64, 2), (64, 64, 2)]
+    assert D(images(), torch.tensor([1, 7])).shape == (2, 4)
+
+
 # ---- shapes of every size ------------------------------------------------------------------------
 @pytest.mark.parametrize("size", list(SIZES))
 def test_every_size_gives_documented_shapes(size):
@@ -113,7 +123,7 @@ def test_builders_follow_model_config():
     assert type(D).__name__ == "ConcatDiscriminator" and D.trunk.norm.weight.shape == (128,)
     z, y = torch.randn(2, 32), torch.tensor([0, 4])
     assert tuple(D(G(z, y), y).shape) == (2, 1)
-    assert set(DISCRIMINATORS) == {"scalewise", "aggregated", "concat", "scalewise-conv"}
+    assert set(DISCRIMINATORS) == {"scalewise", "aggregated", "concat", "scalewise-conv", "scalewise-conv-lean"}
     assert set(SIZES) == {"tiny", "small", "S", "B", "M", "H"}
 
 

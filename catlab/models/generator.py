@@ -3,7 +3,8 @@
     positions (T, D) --proj--> tokens (B, T, D) --block 1..depth--> ... heads after blocks
     round(i * depth / K), i = 1..K; head_k: norm, modulation from w, Linear -> patch pixels, unpatchify.
     Stage outputs accumulate: xhat_k = sum_{j <= k} head_j (full resolution), then stage k is
-    resampled to its scale s_k = resolution / 2**(K-1-k) (area; identity at full size).
+    resampled to its scale s_k = resolution / 2**(K-1-k) with catlab.data.pyramid.resample (data.resampler:
+    area, or antialiased bilinear; identity at full size), the operator of the real pyramid.
 
 T = (resolution / patch)^2 tokens on a fixed grid, D = width, B batch, C channels, R resolution.
 No output tanh: the outputs are unbounded; the init makes the final image's std about 0.5 (heads
@@ -17,26 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from catlab.data.pyramid import RESAMPLERS, resample, scale_sizes   # the one resampler (G, reals, losses, analysis)
 from catlab.errors import UserError
 from catlab.models.layers import (Attention, SwiGLU, init_linear, modulate, rms, rope_2d, sincos_2d,
                                   unpatchify)
-
-RESAMPLERS = ("area", "bilinear")
-
-
-def scale_sizes(resolution: int, stages: int) -> list[int]:
-    """Coarse to fine: resolution / 2**(K-1-k) (32, K=4 -> [4, 8, 16, 32]); same as catlab.data."""
-    return [resolution >> (stages - 1 - k) for k in range(stages)]
-
-
-def resample(x: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
-    """Down (or up) sample (B, C, S, S) to (B, C, size, size); identity when the size matches."""
-    if x.shape[-1] == size:
-        return x
-    if mode == "area" and size < x.shape[-1]:
-        return F.interpolate(x, size=(size, size), mode="area")
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-
 
 def head_positions(depth: int, stages: int) -> list[int]:
     """Block count after which each stage head sits: round(i * depth / K), at least 1."""
