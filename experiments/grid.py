@@ -9,6 +9,8 @@ complete pairs behind.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,26 @@ STUDIES_ROOT = Path("studies")
 SET_BY_STUDY = ("seed", "run.root", "run.experiment")   # a user override of these is refused
 
 
-def study_dir(name: str) -> Path:
-    return STUDIES_ROOT / name
+def variant(profile: str | None, overrides=(), default_profile: str = "cpu") -> str:
+    """"" for a study run as declared (its default profile, no overrides but run.*); else a short digest
+    of (profile, sorted overrides), so another data set or recipe keeps its own tables."""
+    changes = sorted(o.strip() for o in overrides if not o.strip().startswith("run."))
+    if (profile or default_profile) == default_profile and not changes:
+        return ""
+    return hashlib.sha256(json.dumps([profile or default_profile, changes]).encode()).hexdigest()[:8]
+
+
+def study_dir(name: str, profile: str | None = None, overrides=()) -> Path:
+    """Where a study's tables go: studies/<name> as declared, studies/<name>@<variant> otherwise.
+    Run dirs always live under studies/<name>/runs (hashed names: variants never share one by accident)."""
+    default = next(iter(STUDIES[name].profiles)) if name in STUDIES else "cpu"
+    key = variant(profile, overrides, default)
+    return STUDIES_ROOT / (f"{name}@{key}" if key else name)
+
+
+def base_name(target: str) -> str:
+    """The study of an outputs dir name: 'ablation-consistency@1f3a9c2e' -> 'ablation-consistency'."""
+    return target.split("@", 1)[0]
 
 
 def get_study(name: str) -> Study:

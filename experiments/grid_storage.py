@@ -334,7 +334,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
     preflight(cells)
     ml = mlflow_client(cells)
     pid = parent_run(study, spec, name, st, profile, overrides, ml)
-    sdir = study_dir(st.name)
+    sdir = study_dir(st.name, profile, overrides)
     cmd = f"{command(st.name, profile, n_seeds, overrides)} --storage {spec}"
 
     def save() -> list[dict]:
@@ -365,10 +365,10 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
                    and not (Path(r["run_dir"]) / "ckpt" / "last.pt").exists()]
         if missing:
             print(f"analysis: skipped here: the run dirs of {', '.join(missing)} are not on this disk; copy "
-                  f"{sdir / 'runs'} here, then: catlab analyze {st.name}")
+                  f"{study_dir(st.name) / 'runs'} here, then: catlab analyze {sdir.name}")
         elif len(failed) < len(rows):
-            analyse(st.name, profile)
-            build_report(st.name, profile)
+            analyse(sdir.name, profile)
+            build_report(sdir.name, profile)
         if ml and pid:
             for f in ("cells.csv", "study.json"):
                 ml.log_artifact(pid, sdir / f)
@@ -377,7 +377,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
                    else "")
     elif final:
         print("analysis: left to the command that saw the grid final first")
-    print_summary(st, rows, ml, pid)
+    print_summary(st, sdir, rows, ml, pid)
     print(f"storage: {spec} (Optuna study {name})")
     if not final or any(codes):
         print(f"{len(failed)} of {len(rows)} cells did not finish"

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from catlab.errors import RunFailed, UserError
 from experiments import outputs
-from experiments.grid import Cell, build_grid, check_options, command, get_study, print_grid, study_dir
+from experiments.grid import (STUDIES_ROOT, Cell, build_grid, check_options, command, get_study, print_grid,
+                              study_dir)
 
 
 # ---- one cell (also the worker entry point: top level, picklable arguments) ------------------------
@@ -183,6 +184,7 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
 
 # ---- after the grid: analysis, report, summary ------------------------------------------------------
 def analyse(study: str, profile: str) -> None:
+    """Analyse studies/<study> (study: the outputs dir name, e.g. ablation-consistency@1f3a9c2e)."""
     try:
         from analysis.quality import evaluate_study
     except ImportError as e:
@@ -191,7 +193,7 @@ def analyse(study: str, profile: str) -> None:
     import inspect
     kwargs = {"profile": profile} if "profile" in inspect.signature(evaluate_study).parameters else {}
     try:
-        evaluate_study(study_dir(study), **kwargs)
+        evaluate_study(STUDIES_ROOT / study, **kwargs)
     except Exception as e:  # noqa: BLE001 -- the runs are safe; say how to redo the analysis
         print(f"analysis: failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
               f"redo it with: catlab analyze {study} --debug")
@@ -210,8 +212,7 @@ def build_report(study: str, profile: str) -> None:
               f"redo it with: catlab report {study} --debug")
 
 
-def print_summary(study, rows: list[dict], ml, pid) -> None:
-    sdir = study_dir(study.name)
+def print_summary(study, sdir: Path, rows: list[dict], ml, pid) -> None:
     print(f"\n== {study.name}: cells ({sdir / 'cells.csv'})")
     print(outputs.status_table(rows, list(study.axes)))
     try:
@@ -222,7 +223,7 @@ def print_summary(study, rows: list[dict], ml, pid) -> None:
         tables = f"(could not read {sdir / 'summary.csv'}: {type(e).__name__}: {e})"
     if tables:
         print(f"\n== {study.name}: quality and diagnostics\n{tables}")
-    html = os.path.join("reports", "out", study.name, "index.html")
+    html = os.path.join("reports", "out", sdir.name, "index.html")
     print(f"\nreport:  {html if os.path.exists(html) else '(none written)'}")
     if ml is not None:
         from catlab.tracking import default_uri
@@ -248,7 +249,7 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
         return 0
     preflight(cells)
 
-    sdir = study_dir(st.name)
+    sdir = study_dir(st.name, profile, overrides)
     sdir.mkdir(parents=True, exist_ok=True)
     info_path = sdir / "study.json"
     ml, pid, created = open_parent(st, profile, overrides, cells, outputs.read_study_json(info_path))
@@ -293,9 +294,9 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
     rows = save()
     failed = [r for r in rows if r["status"] != "FINISHED"]
     if len(failed) < len(rows):
-        analyse(st.name, profile)
-        build_report(st.name, profile)
-    print_summary(st, rows, ml, pid)
+        analyse(sdir.name, profile)
+        build_report(sdir.name, profile)
+    print_summary(st, sdir, rows, ml, pid)
     if ml and pid:
         for name in ("cells.csv", "study.json"):      # the analysis logs its own tables to the parent
             if (sdir / name).exists():

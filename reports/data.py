@@ -165,13 +165,14 @@ def load(study: str, root: str | Path = "studies") -> StudyData:
     """Reads studies/<study>/; UserError with the command to run first when the study is unknown or empty."""
     reg = registry()
     sdir = Path(root) / study
-    if reg is not None and study not in reg and not sdir.exists():
+    base = study.split("@", 1)[0]                            # studies/<name>@<variant>: another profile/overrides
+    if reg is not None and base not in reg and not sdir.exists():
         raise UserError(f"study must be one of {', '.join(sorted(reg))}, but got study={study!r} "
                         "(run `catlab list studies` first)")
     if not sdir.is_dir() or not any((sdir / f).exists() for f in ("study.json", "cells.csv", "table.csv")):
         raise UserError(f"study {study!r} has no results in {sdir} yet: run `catlab ablate {study}` first")
     meta = json.loads((sdir / "study.json").read_text()) if (sdir / "study.json").exists() else {}
-    spec = reg.get(study) if reg is not None else None
+    spec = reg.get(base) if reg is not None else None
     cells = _read(sdir / "cells.csv", {"cell", "run_dir", "status", "reason", "config_hash", "mlflow_run_id"})
     if spec is not None and getattr(spec, "axes", None):
         axes = list(spec.axes)

@@ -20,7 +20,7 @@ from catlab.cli import main
 from catlab.tracking import MLflow
 from conftest import FAST
 from experiments import STUDIES, Study
-from experiments.grid import build_grid
+from experiments.grid import build_grid, study_dir
 from experiments.grid_storage import grid_sampler, optuna_name
 from experiments.runner import ablate
 
@@ -50,7 +50,7 @@ def load(journal, study=STUDY, seeds=2, overrides=TINY):
 
 
 def cells_csv(workdir, study=STUDY):
-    with open(workdir / "studies" / study / "cells.csv") as f:
+    with open(workdir / study_dir(study, "cpu", TINY) / "cells.csv") as f:
         return {r["cell"]: r for r in csv.DictReader(f)}
 
 
@@ -89,7 +89,7 @@ def test_two_workers_on_one_journal_run_each_cell_once(workdir, monkeypatch, cap
         assert rows[t.params["cell"]]["mlflow_run_id"] == t.user_attrs["mlflow_run_id"] == info["mlflow_run_id"]
 
     # one parent run (FINISHED), one nested run per cell; the analysis ran once, in one of the two workers
-    info = json.loads((workdir / "studies" / STUDY / "study.json").read_text())
+    info = json.loads((workdir / study_dir(STUDY, "cpu", TINY) / "study.json").read_text())
     assert info["optuna_study"] == study.study_name and info["storage"] == str(journal)
     runs = MLflow().runs(STUDY)
     parent = runs[runs["run_id"] == info["parent_run_id"]]

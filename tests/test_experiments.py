@@ -15,7 +15,7 @@ from catlab.config import ConsistencyConfig, load_config
 from catlab.errors import UserError
 from conftest import FAST
 from experiments import STUDIES, Study, register
-from experiments.grid import build_grid
+from experiments.grid import build_grid, study_dir
 from experiments.runner import ablate
 
 TINY = FAST + ["train.steps=2", "data.n=64", "train.batch=4"]
@@ -25,8 +25,13 @@ NAMES = ["ablation-consistency", "ablation-scale-weights", "ablation-consistency
 CELL_COLUMNS = ["cell", "seed", "consistency", "run_dir", "status", "reason", "config_hash", "mlflow_run_id"]
 
 
+def _out(workdir, study, overrides=TINY):
+    """The study's outputs dir for a run with these overrides (studies/<study>@<variant>)."""
+    return workdir / study_dir(study, "cpu", overrides)
+
+
 def _cells_csv(workdir, study):
-    with open(workdir / "studies" / study / "cells.csv") as f:
+    with open(_out(workdir, study) / "cells.csv") as f:
         return list(csv.DictReader(f))
 
 
@@ -168,7 +173,7 @@ def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkey
     assert proc.returncode == -9, log[-3000:]
     done_before = _finished(runs_dir)
     assert 2 <= done_before < 6
-    assert json.loads((workdir / "studies" / study / "study.json").read_text())["parent_run_id"]
+    assert json.loads((_out(workdir, study) / "study.json").read_text())["parent_run_id"]
 
     # the same command again (cells of seeds 1-2 now in 2 worker processes): only the missing cells train
     again = subprocess.run(argv + ["--workers", "2"], cwd=workdir, capture_output=True, text=True, timeout=400)
@@ -176,7 +181,7 @@ def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkey
     assert f"6 cells, {done_before} already finished, {6 - done_before} to run" in again.stdout, again.stdout
     assert again.stdout.count("] start ") == again.stdout.count("] finished ") == 6 - done_before, again.stdout
 
-    info = json.loads((workdir / "studies" / study / "study.json").read_text())
+    info = json.loads((_out(workdir, study) / "study.json").read_text())
     rows = _cells_csv(workdir, study)
     assert list(rows[0]) == CELL_COLUMNS and [r["status"] for r in rows] == ["FINISHED"] * 6
     assert info["command"] == f"catlab ablate {study} --profile cpu --seeds 3 " + " ".join(TINY)
@@ -203,7 +208,7 @@ def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkey
     out = capsys.readouterr().out
     assert "6 cells, 6 already finished, 0 to run" in out and "] start " not in out
     assert [c[0] for c in calls] == ["evaluate_study", "report"]
-    assert str(calls[0][1][0]) == f"studies/{study}" and calls[1][1][0] == study
+    assert str(calls[0][1][0]) == str(study_dir(study, "cpu", TINY)) and calls[1][1][0] == study_dir(study, "cpu", TINY).name
     check_mlflow()
 
 
@@ -241,15 +246,15 @@ def test_a_failing_cell_is_failed_the_grid_goes_on_and_the_exit_code_is_1(workdi
     assert rows["reg=boom,seed=0"]["status"] == "FAILED" and "non-finite" in rows["reg=boom,seed=0"]["reason"]
     assert rows["reg=ok,seed=0"]["status"] == "FINISHED"
     runs = mlflow.search_runs(experiment_names=[st.name]).set_index("run_id")
-    parent = json.loads((workdir / "studies" / st.name / "study.json").read_text())["parent_run_id"]
+    parent = json.loads((_out(workdir, st.name) / "study.json").read_text())["parent_run_id"]
     assert runs.loc[parent, "status"] == "FAILED"
     assert runs.loc[rows["reg=boom,seed=0"]["mlflow_run_id"], "status"] == "FAILED"
     assert runs.loc[rows["reg=ok,seed=0"]["mlflow_run_id"], "status"] == "FINISHED"
     # the real analysis and report ran on the finished cell, and the summary read their tables
-    assert (workdir / "studies" / st.name / "summary.csv").exists()
+    assert (_out(workdir, st.name) / "summary.csv").exists()
     assert "fid_domain_32 s4" in out and "discrepancy_l2 s1" in out
     assert "analysis: " not in out and "report: failed" not in out
-    assert (workdir / "reports" / "out" / st.name / "index.html").exists()
+    assert (workdir / "reports" / "out" / _out(workdir, st.name).name / "index.html").exists()
 
 
 # ---- the closing summary ----------------------------------------------------------------------------
@@ -279,3 +284,16 @@ def test_summary_tables_read_the_analysis_csvs(tmp_path):
     assert lines[6].startswith("paired p-values") and lines[7].split()[1:] == ["off", "vs", "on"]
     p = float(tests[(tests.metric == "fid_domain_1k") & (tests.stage == 4)]["p_ttest"].iloc[0])
     assert lines[-1].split()[:4] == ["fid_domain_1k", "s4", f"{p:.4g}", "/"]
+
+
+def test_a_study_with_other_overrides_keeps_its_tables_apart():
+    """studies/<study> for the study as declared; another data set, recipe or profile gets its own dir
+    (the run dirs stay under studies/<study>/runs, named by their config hash)."""
+    name = "ablation-consistency"
+    default = study_dir(name)
+    assert default == study_dir(name, "cpu", ["run.mlflow=false"]) == study_dir(name, "cpu", [])
+    other = {study_dir(name, "cpu", ["data.name=imagefolder:photos"]), study_dir(name, "gpu", []),
+             study_dir(name, "cpu", ["train.steps=200"]), study_dir(name, "cpu", ["train.steps=400"])}
+    assert len(other) == 4 and default not in other
+    assert all(d.name.startswith(name + "@") for d in other)
+    assert study_dir(name, "cpu", ["a=1", "b=2"]) == study_dir(name, "cpu", ["b=2", "a=1"])
