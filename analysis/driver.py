@@ -182,7 +182,8 @@ def log_study(study_dir: Path, summary: pd.DataFrame, axes: list[str], step: int
         if math.isfinite(r["mean"]):
             rows.append((_mlflow_name(f"{arm}/{r['metric']}_s{r['stage']}"), float(r["mean"]), step))
     client.log_metrics(run_id, rows)
-    for name in ("table.csv", "summary.csv", "tests.csv", "drift.csv", "curve.csv", "diagnostics_curve.csv"):
+    for name in ("table.csv", "summary.csv", "tests.csv", "claims.csv", "drift.csv", "curve.csv",
+                 "diagnostics_curve.csv"):
         if (study_dir / name).exists():
             client.log_artifact(run_id, study_dir / name, "analysis")
     return run_id
@@ -225,14 +226,20 @@ def analyze(target: str, metrics=None, n: int | None = None, profile: str = "cpu
         print(compact(df, "metric"))
         print(f"wrote {path / 'analysis.csv'}")
         return 0
+    spec = studies().get(path.name.split("@", 1)[0])
     table = evaluate_study(path, n=n, metrics=quality, distances=distances, batch=opts["batch"],
+                           claims=getattr(spec, "claims", ()),
                            device=opts["device"], profile=profile)
     info = table.attrs["info"]
     summary = info["summary"]
     print(f"{path}: {table['cell'].nunique()} cells, n={n}, extractor {info['fid_extractor'] or '-'}; "
           "mean over seeds")
     print(compact(summary, ["metric", *info["axes"]], "mean"))
-    written = [f for f in ("table.csv", "summary.csv", "tests.csv", "drift.csv", "curve.csv", "diagnostics_curve.csv")
+    if info.get("claims") is not None:
+        from analysis.claims import claims_text
+        print(f"claims (paired by seed; {path / 'claims.csv'})\n{claims_text(info['claims'])}")
+    written = [f for f in ("table.csv", "summary.csv", "tests.csv", "claims.csv", "drift.csv", "curve.csv",
+                           "diagnostics_curve.csv")
                if (path / f).exists()]
     print(f"wrote {', '.join(str(path / f) for f in written)}")
     return 0

@@ -341,14 +341,17 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shap
                    distances=("l2", "lpips-domain"),
                    extractor: str = "auto", batch: int | None = None, device: str | None = None,
                    profile: str = "cpu", drift: bool = True, curve: bool = True, curve_n: int | None = None,
-                   progress: bool = True, reuse: bool = True) -> pd.DataFrame:
+                   progress: bool = True, reuse: bool = True, claims=()) -> pd.DataFrame:
     """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
     stage), tests.csv (paired by seed, per 2-valued axis), and over training (analysis.trajectory, one
     generation per EMA snapshot): diagnostics_curve.csv (the L2 diagnostics on the fixed eval set),
     drift.csv (drift=True) and curve.csv (curve=True: the first quality metric but shape, and shape_acc,
     curve_n samples, default n); logs the summary to the study's parent MLflow run. n, batch, device default to the profile's
     (analysis.driver.PROFILES). reuse: read unchanged runs' results back from their analysis/ folders.
-    Returns the table (attrs["info"]: summary, tests, axes, runs' infos, parent_run_id)."""
+    claims: the study's Claims (experiments.Claim): their verdicts go to claims.csv (analysis.claims).
+    Rows that hold by definition (rewrite and direction at stage K-1) are left out of tests.csv.
+    Returns the table (attrs["info"]: summary, tests, axes, runs' infos, parent_run_id, claims)."""
+    from analysis.claims import drop_by_definition, verdicts
     from analysis.driver import log_study, per_cell, profile_options, read_cells, study_tests
     from analysis.stats import summarize
     from catlab.checkpoint import run_config
@@ -367,7 +370,7 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shap
     table.to_csv(study_dir / "table.csv", index=False)
     summary = summarize(table, by=[*axes, "metric", "stage"])
     summary.to_csv(study_dir / "summary.csv", index=False)
-    tests = study_tests(table, axes)
+    tests = study_tests(drop_by_definition(table), axes)
     if len(tests):
         tests.to_csv(study_dir / "tests.csv", index=False)
     elif (study_dir / "tests.csv").exists():
@@ -388,8 +391,13 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shap
     for part, name in (("drift", "drift.csv"), ("curve", "curve.csv")):
         if part in parts:
             per_cell(cells, axes, lambda r: runs[str(r)][part], part, False).to_csv(study_dir / name, index=False)
+    verdicts_df = verdicts(table, claims, axes) if claims else None
+    if verdicts_df is not None:
+        verdicts_df.to_csv(study_dir / "claims.csv", index=False)
+    elif (study_dir / "claims.csv").exists():
+        (study_dir / "claims.csv").unlink()
     uri = read_json(study_dir / "study.json").get("tracking_uri") or run_config(cells["run_dir"][0]).run.tracking_uri
     parent = log_study(study_dir, summary, axes, max(i["step"] for i in infos), uri)
     table.attrs["info"] = {"fid_extractor": infos[0]["fid_extractor"], "runs": infos, "summary": summary,
-                           "tests": tests, "axes": axes, "parent_run_id": parent}
+                           "tests": tests, "axes": axes, "parent_run_id": parent, "claims": verdicts_df}
     return table

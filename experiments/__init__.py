@@ -17,6 +17,28 @@ from typing import Callable
 
 
 @dataclass(frozen=True)
+class Claim:
+    """An expected outcome, as data: arm `a` of `axis` against arm `b`, paired by seed (analysis.claims).
+
+    kind="better": a has a lower (better="lower") or higher `metric` than b; kind="not-worse": a is no worse
+    than b beyond the seed spread. metric: a table metric or a family ("fid" = fid_<extractor>_<n>);
+    stages: "intermediate" (1..K-1, less the rows that hold by definition) or "final"."""
+    metric: str
+    axis: str
+    a: str
+    b: str
+    better: str = "lower"
+    kind: str = "better"
+    stages: str = "intermediate"
+
+    def __post_init__(self):
+        if self.kind not in ("better", "not-worse") or self.better not in ("lower", "higher") \
+                or self.stages not in ("intermediate", "final"):
+            raise ValueError(f"claim {self} needs kind better|not-worse, better lower|higher, "
+                             "stages intermediate|final")
+
+
+@dataclass(frozen=True)
 class Study:
     name: str                     # "ablation-consistency"
     summary: str                  # one line
@@ -26,12 +48,16 @@ class Study:
     seeds: int = 3
     space: Callable | None = None  # Optuna search space: space(trial) -> overrides dict
     doc: str = ""                 # the module docstring: command, expected wall time, expected outcome
+    claims: tuple = ()            # Claim(...) each: the expected outcomes the summary gives verdicts on
 
     def __post_init__(self):
         if not self.axes or any(not labels for labels in self.axes.values()):
             raise ValueError(f"study {self.name!r} needs at least one axis with at least one value")
         if self.seeds < 1:
             raise ValueError(f"study {self.name!r} needs seeds >= 1, got {self.seeds}")
+        for c in self.claims:
+            if c.axis not in self.axes or not {c.a, c.b} <= set(self.axes[c.axis]):
+                raise ValueError(f"study {self.name!r}: claim {c} names arms that its axes do not have")
 
     def arms(self) -> list[dict[str, str]]:
         """Every combination of axis labels, in declaration order: [{"consistency": "on"}, ...]."""

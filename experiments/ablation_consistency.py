@@ -14,7 +14,7 @@ Arms are paired by seed (same initialisation, data order and evaluation set),
 so tests.csv holds paired tests on/off over the 3 seeds.
 """
 from experiments import Study
-from experiments.common import CONSISTENCY, anchor, gamma, lam, lrs, profiles, stage_weights
+from experiments.common import CONSISTENCY, anchor, consistency_claims, gamma, lam, lrs, profiles, stage_weights
 
 
 def space(trial) -> dict:
@@ -31,4 +31,5 @@ STUDY = Study(
     seeds=3,
     space=space,
     doc=__doc__,
+    claims=consistency_claims(),
 )

@@ -18,6 +18,7 @@ config keys, so `space(trial)` returns overrides directly.
 from __future__ import annotations
 
 from catlab.config import STAGE_WEIGHT_PRESETS
+from experiments import Claim
 
 # ---- profiles -----------------------------------------------------------------------------------
 CPU = {"data.name": "shapes", "model.size": "tiny"}
@@ -41,6 +42,15 @@ def profiles(cpu: dict | None = None, gpu: dict | None = None) -> dict:
 ON: dict = {}                                   # the profile's lambda
 OFF = {"loss.consistency.weight": 0.0}
 CONSISTENCY = {"on": ON, "off": OFF}
+
+
+def consistency_claims(axis: str = "consistency", on: str = "on", off: str = "off") -> tuple:
+    """CAT's claims for an on/off comparison [paper figs 4, 6]: at every intermediate stage discrepancy and
+    rewrite are lower and direction alignment is higher with consistency; final quality is not worse."""
+    return (Claim("discrepancy_l2", axis, on, off, "lower"), Claim("rewrite_l2", axis, on, off, "lower"),
+            Claim("direction_l2", axis, on, off, "higher"),
+            Claim("fid", axis, on, off, "lower", "not-worse", "final"),
+            Claim("shape_acc", axis, on, off, "higher", "not-worse", "final"))
 
 
 # ---- search-space building blocks: each returns overrides ------------------------------------------

@@ -367,7 +367,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
             print(f"analysis: skipped here: the run dirs of {', '.join(missing)} are not on this disk; copy "
                   f"{study_dir(st.name) / 'runs'} here, then: catlab analyze {sdir.name}")
         elif len(failed) < len(rows):
-            analyse(sdir.name, profile)
+            analyse(sdir.name, profile, st.claims)
             build_report(sdir.name, profile)
         if ml and pid:
             for f in ("cells.csv", "study.json"):

@@ -80,8 +80,21 @@ def status_table(rows: list[dict], axes: list[str]) -> str:
                   [[a, *(str(v) for v in c.values())] for a, c in arms.items()])
 
 
+def claims_table(study_dir: Path) -> str | None:
+    """The verdicts of claims.csv as text (analysis.claims.claims_text), or None without one."""
+    path = study_dir / "claims.csv"
+    if not path.exists():
+        return None
+    import pandas as pd
+    from analysis.claims import claims_text
+    return claims_text(pd.read_csv(path))
+
+
 def _selected(df):
-    """The rows worth a line: every stage of the diagnostics, and the final scale of FID/KID/shape_acc."""
+    """The rows worth a line: every stage of the diagnostics (less the rows that hold by definition), and
+    the final scale of FID/KID/shape_acc."""
+    from analysis.claims import drop_by_definition
+    df = drop_by_definition(df)
     metric = df["metric"].astype(str)
     diag = metric.str.startswith(DIAGNOSTICS)
     fid = metric.str.startswith(("fid", "kid", "shape_acc")) & ~metric.str.contains("_std")

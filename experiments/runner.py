@@ -183,17 +183,15 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
 
 
 # ---- after the grid: analysis, report, summary ------------------------------------------------------
-def analyse(study: str, profile: str) -> None:
+def analyse(study: str, profile: str, claims=()) -> None:
     """Analyse studies/<study> (study: the outputs dir name, e.g. ablation-consistency@1f3a9c2e)."""
     try:
         from analysis.quality import evaluate_study
     except ImportError as e:
         print(f"analysis: skipped (analysis.quality is not available: {e})")
         return
-    import inspect
-    kwargs = {"profile": profile} if "profile" in inspect.signature(evaluate_study).parameters else {}
     try:
-        evaluate_study(STUDIES_ROOT / study, **kwargs)
+        evaluate_study(STUDIES_ROOT / study, profile=profile, claims=claims)
     except Exception as e:  # noqa: BLE001 -- the runs are safe; say how to redo the analysis
         print(f"analysis: failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
               f"redo it with: catlab analyze {study} --debug")
@@ -223,6 +221,9 @@ def print_summary(study, sdir: Path, rows: list[dict], ml, pid) -> None:
         tables = f"(could not read {sdir / 'summary.csv'}: {type(e).__name__}: {e})"
     if tables:
         print(f"\n== {study.name}: quality and diagnostics\n{tables}")
+    claims = outputs.claims_table(sdir)
+    if claims:
+        print(f"\n== {study.name}: claims (paired by seed; {sdir / 'claims.csv'})\n{claims}")
     html = os.path.join("reports", "out", sdir.name, "index.html")
     print(f"\nreport:  {html if os.path.exists(html) else '(none written)'}")
     if ml is not None:
@@ -294,7 +295,7 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
     rows = save()
     failed = [r for r in rows if r["status"] != "FINISHED"]
     if len(failed) < len(rows):
-        analyse(sdir.name, profile)
+        analyse(sdir.name, profile, st.claims)
         build_report(sdir.name, profile)
     print_summary(st, sdir, rows, ml, pid)
     if ml and pid:

@@ -1,0 +1,92 @@
+"""analysis.claims: verdicts of declared claims on paired differences, checked on hand-made tables.
+
+Pins: the paired difference, its Student-t 95 % CI and both p-values against scipy; holds / contrary /
+not significant for better-claims in both directions; the not-worse margin is the reference arm's seed SD;
+the rows that hold by definition (rewrite and direction at K-1) are never claimed; families (fid) match
+fid_domain_500 but not its _std; a claim's verdict changes when the data do.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.claims import by_definition, claims_text, verdicts
+from experiments import Claim
+
+SEEDS = range(5)
+
+
+def table(values: dict) -> pd.DataFrame:
+    """values: (metric, stage) -> (on per seed, off per seed)."""
+    rows = []
+    for (metric, stage), (on, off) in values.items():
+        for arm, xs in (("on", on), ("off", off)):
+            rows += [{"cell": f"consistency={arm},seed={s}", "seed": s, "consistency": arm, "metric": metric,
+                      "stage": stage, "value": float(v)} for s, v in zip(SEEDS, xs)]
+    return pd.DataFrame(rows)
+
+
+ON_LOW = [1.0, 1.1, 0.9, 1.2, 1.0]
+OFF_HIGH = [2.0, 2.3, 1.8, 2.1, 2.4]
+
+
+def test_numbers_agree_with_scipy():
+    t = table({("discrepancy_l2", 1): (ON_LOW, OFF_HIGH)})
+    r = verdicts(t, [Claim("discrepancy_l2", "consistency", "on", "off")], ["consistency"]).iloc[0]
+    d = np.array(ON_LOW) - np.array(OFF_HIGH)
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert r["diff"] == pytest.approx(d.mean()) and (r.ci_low, r.ci_high) == pytest.approx((lo, hi))
+    assert r.p_ttest == pytest.approx(stats.ttest_rel(ON_LOW, OFF_HIGH).pvalue)
+    assert r.p_wilcoxon == pytest.approx(stats.wilcoxon(ON_LOW, OFF_HIGH).pvalue) == pytest.approx(0.0625)
+    assert r.verdict == "holds" and r.n_pairs == 5
+
+
+@pytest.mark.parametrize("better, on, off, verdict", [
+    ("lower", ON_LOW, OFF_HIGH, "holds"),
+    ("lower", OFF_HIGH, ON_LOW, "contrary"),
+    ("higher", OFF_HIGH, ON_LOW, "holds"),
+    ("higher", ON_LOW, OFF_HIGH, "contrary"),
+    ("lower", [1.0, 2.0, 1.0, 2.0, 1.5], [2.0, 1.0, 2.0, 1.0, 1.5], "not significant"),
+])
+def test_better_claims(better, on, off, verdict):
+    t = table({("m", 1): (on, off)})
+    assert verdicts(t, [Claim("m", "consistency", "on", "off", better)], ["consistency"]).verdict[0] == verdict
+
+
+def test_not_worse_uses_the_reference_seed_spread():
+    off = [10.0, 12.0, 11.0, 9.0, 13.0]                        # sd 1.58
+    claim = [Claim("fid", "consistency", "on", "off", "lower", "not-worse", "final")]
+    slightly = table({("fid_domain_500", 4): ([x + 0.2 for x in off], off)})
+    r = verdicts(slightly, claim, ["consistency"]).iloc[0]
+    assert r.margin == pytest.approx(np.std(off, ddof=1)) and r.verdict == "holds"   # worse by 0.2 < 1.58
+    much = table({("fid_domain_500", 4): ([x + 5 + 0.1 * i for i, x in enumerate(off)], off)})
+    assert verdicts(much, claim, ["consistency"]).verdict[0] == "contrary"
+    noisy = table({("fid_domain_500", 4): ([x + d for x, d in zip(off, [-3, 4, -2, 5, 1])], off)})
+    assert verdicts(noisy, claim, ["consistency"]).verdict[0] == "not significant"
+
+
+def test_stages_families_and_rows_that_hold_by_definition():
+    vals = {(f"{m}_l2", k): (ON_LOW, OFF_HIGH) for m in ("discrepancy", "rewrite", "direction") for k in (1, 2, 3)}
+    vals.update({("fid_domain_500", k): (ON_LOW, OFF_HIGH) for k in (1, 2, 3, 4)})
+    vals[("fid_domain_500_std", 4)] = (ON_LOW, OFF_HIGH)
+    t = table(vals)
+    claims = [Claim("discrepancy_l2", "consistency", "on", "off"), Claim("rewrite_l2", "consistency", "on", "off"),
+              Claim("direction_l2", "consistency", "on", "off", "higher"),
+              Claim("fid", "consistency", "on", "off", "lower", "not-worse", "final")]
+    r = verdicts(t, claims, ["consistency"])
+    got = list(zip(r.metric, r.stage))
+    assert got == [("discrepancy_l2", 1), ("discrepancy_l2", 2), ("discrepancy_l2", 3), ("rewrite_l2", 1),
+                   ("rewrite_l2", 2), ("direction_l2", 1), ("direction_l2", 2), ("fid_domain_500", 4)]
+    flags = by_definition(t["metric"], t["stage"])
+    assert set(map(tuple, t[flags][["metric", "stage"]].drop_duplicates().values)) == {("rewrite_l2", 3),
+                                                                                       ("direction_l2", 3)}
+    text = claims_text(r)
+    assert "discrepancy_l2 lower with consistency=on than off" in text and "holds" in text and "s3" in text
+
+
+def test_one_seed_is_not_a_test():
+    t = table({("m", 1): ([1.0], [2.0])})
+    r = verdicts(t, [Claim("m", "consistency", "on", "off")], ["consistency"]).iloc[0]
+    assert r.n_pairs == 1 and math.isnan(r.ci_low) and r.verdict.startswith("not significant")
