@@ -40,11 +40,15 @@ KINDS = ("better", "not-worse")
 
 
 def by_definition(metric: pd.Series, stage: pd.Series) -> pd.Series:
-    """True for the rows that hold by construction: rewrite_* and direction_* at the last diagnostic stage
-    (K-1), where x_{k+1} is the final image (rewrite = discrepancy, direction = 1)."""
+    """True for the rows that hold by construction: rewrite_* and direction_* at stage K-1, where x_{k+1} is
+    the final image (rewrite = discrepancy, direction = 1). K is the last stage of the per-scale rows
+    (quality) when there are any, else one more than the last diagnostic stage."""
     metric = metric.astype(str)
     diag = metric.str.startswith(("discrepancy_", "rewrite_", "direction_"))
-    last = stage.where(diag).max() if diag.any() else math.nan
+    if (~diag & stage.notna()).any():
+        last = stage.where(~diag).max() - 1
+    else:
+        last = stage.where(diag).max() if diag.any() else math.nan
     return metric.str.startswith(("rewrite_", "direction_")) & (stage == last)
 
 

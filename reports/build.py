@@ -20,13 +20,14 @@ from reports import compare, style
 from reports.data import load
 from reports.figures_diag import fig4, fig6, fig7
 from reports.figures_samples import fig8
-from reports.figures_train import drift, fig5, heatmap, sweep
+from reports.figures_train import diagnostics_curve, drift, fig5, heatmap, sweep
 from reports.html import write_index
 from reports.tables import build_tables
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = Path("reports/out")
-OWNED = ("fig*.pdf", "fig*.png", "drift.*", "sweep.*", "heatmap.*", "table-*.md", "table-*.tex", "index.html")
+OWNED = ("fig*.pdf", "fig*.png", "drift.*", "sweep.*", "heatmap.*", "diagnostics_curve.*", "table-*.md",
+         "table-*.tex", "index.html")
 
 
 def _make_targets() -> set[str]:
@@ -60,7 +61,7 @@ def _clean(out_dir: Path) -> None:
             p.unlink()
 
 
-BUILDERS = (("fig4", fig4), ("fig5", fig5), ("fig6", fig6), ("fig7", fig7), ("fig8", fig8), ("drift", drift),
+BUILDERS = (("diagnostics_curve", diagnostics_curve), ("fig4", fig4), ("fig5", fig5), ("fig6", fig6), ("fig7", fig7), ("fig8", fig8), ("drift", drift),
             ("sweep", sweep), ("heatmap", heatmap))
 
 
@@ -112,7 +113,7 @@ def report(study: str, figures_only: bool = False, profile: str = "cpu", root: s
     if not figures_only:
         pairs = compare.test_pairs(sd)
         marked = compare.marks(sd, pairs, summ) if summ is not None else set()
-        tables = build_tables(summ, sd.arms, marked)
+        tables = build_tables(summ, sd.arms, marked, sd.claims)
         if not tables:
             notes.append(f"tables skipped: table.csv is missing (run `catlab analyze {study}`)")
         table_files = write_tables(tables, out_dir)

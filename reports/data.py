@@ -2,7 +2,7 @@
 registry entry when it exists, and the arms.
 
     sd = load("ablation-consistency")          # StudyData; UserError (one line) when there is nothing yet
-    sd.table, sd.summary, sd.tests, sd.drift, sd.curve   # DataFrames or None (missing file)
+    sd.table, sd.summary, sd.tests, sd.claims, sd.drift, sd.curve, sd.diagnostics_curve   # or None (missing)
     sd.arms                                    # arm labels in registry order, "consistency=on"
     sd.axis_for("model.size")                  # the axis that sets a config key, or None
     sd.seed_values("discrepancy_l2")           # per-seed value (mean over stages) per arm
@@ -22,7 +22,7 @@ from catlab.errors import UserError
 META_COLS = ("cell", "seed", "run_dir", "status", "reason", "config_hash", "mlflow_run_id", "arm")
 VALUE_COLS = ("metric", "stage", "value", "step", "images_seen", "drift", "n", "mean", "std", "ci_low",
               "ci_high", "method")
-TABLES = ("cells", "table", "summary", "tests", "drift", "curve")
+TABLES = ("cells", "table", "summary", "tests", "claims", "drift", "curve", "diagnostics_curve")
 # axis role -> the config key whose value the axis sets; the fallback guesses from the axis name
 ROLES = {"size": "model.size", "discriminator": "model.discriminator", "weight": "loss.consistency.weight",
          "stage_weights": "loss.consistency.stage_weights"}
@@ -193,7 +193,7 @@ def load(study: str, root: str | Path = "studies") -> StudyData:
         values[ax] = [v for v in listed if v in found or not found] + [v for v in found if v not in listed]
     sd = StudyData(study, sdir, meta, spec, axes, values)
     for name, df in frames.items():
-        sd.frames[name] = _with_arm(sd, name, df) if name != "tests" else df
+        sd.frames[name] = _with_arm(sd, name, df) if name not in ("tests", "claims") else df
     if all(sd.frames.get(n) is None for n in ("table", "drift", "curve")):
         raise UserError(f"study {study!r} has no analysis tables in {sdir} yet: run `catlab analyze {study}` first")
     return sd

@@ -96,6 +96,24 @@ def fig5(sd, out_dir, ctx):
     return style.save(fig, out_dir, "fig5"), None
 
 
+# ---- the three diagnostics over training ----------------------------------------------------------------------
+def diagnostics_curve(sd, out_dir, ctx):
+    """Discrepancy, rewrite and direction per intermediate stage at every EMA snapshot, one line per arm
+    (mean and 95 % CI over seeds): when an effect appears, and whether it fades. Rows that hold by
+    definition (rewrite and direction at stage K-1) are left out."""
+    from analysis.claims import drop_by_definition
+    d = sd.diagnostics_curve
+    if d is None or d.empty:
+        return [], f"diagnostics over training skipped: diagnostics_curve.csv is missing (run `catlab analyze {sd.name}`)"
+    d = drop_by_definition(d)
+    names = [m for head in style.DIAGNOSTICS for m in sorted(d["metric"].unique()) if str(m).startswith(head + "_")]
+    rows = [(m, d[d["metric"] == m]) for m in names]
+    fig = _grid(sd, d, rows, "step", "diagnostics_curve",
+                f"{sd.name}: the diagnostics over training (EMA snapshots; mean, 95 % CI over seeds)",
+                lambda m: style.metric_label(m), ctx["palette"])
+    return style.save(fig, out_dir, "diagnostics_curve"), None
+
+
 # ---- drift over training -------------------------------------------------------------------------------------
 DRIFT_LABELS = {   # analysis.drift's columns
     "drift": "drift: move since the last\nsnapshot [{unit}]",

@@ -15,7 +15,8 @@ th:first-child,td:first-child{text-align:left}
 caption{caption-side:bottom;text-align:left;font-size:0.85em;color:#555;padding-top:0.3em}
 pre,code{background:#f5f5f5;padding:0.1em 0.3em}
 figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}
-.note{color:#8a5a00}"""
+.note{color:#8a5a00}
+td.holds{color:#1a7f37}td.contrary{color:#b42318}td.not{color:#6b6b6b}"""
 
 CAPTIONS = {
     "fig4": "The three diagnostics per stage: bars are means over seeds, error bars the 95 % CI, dots the seeds.",
@@ -24,6 +25,9 @@ CAPTIONS = {
     "fig7": "Discriminator variants: diagnostics averaged over stages, FID at the final scale.",
     "fig8": "Samples per stage: each row is one (z, y), the same in every column group; stages left to right, "
             "upsampled (nearest) to the final size.",
+    "diagnostics_curve": "The three diagnostics at every EMA snapshot, per intermediate stage (rewrite and "
+                         "direction at stage K-1 hold by definition and are left out): mean over seeds, shaded 95 % "
+                         "CI (Student t). It shows when an effect appears and whether it fades.",
     "drift": "Drift of each stage over training (change between EMA snapshots): mean, 95 % CI over seeds.",
     "sweep": "The consistency weight sweep: mean over seeds, 95 % CI band, coloured dots = seeds.",
     "heatmap": "The stage-weight presets: diagnostic means per stage (light = better).",
@@ -56,7 +60,9 @@ def _config(sd, profile: str) -> str:
         rows.append(("user overrides", " ".join(meta["overrides"]) if isinstance(meta["overrides"], list)
                      else json.dumps(meta["overrides"])))
     doc = getattr(spec, "doc", "") if spec is not None else ""
-    return _kv_table(rows) + (f"<pre>{_e(doc.strip())}</pre>\n" if doc and doc.strip() else "")
+    return _kv_table(rows) + (f"<p>The study's declaration (command, expected time and the <i>expected</i> "
+                              f"outcome; what was measured is in Claims and Tables):</p><pre>{_e(doc.strip())}</pre>\n"
+                              if doc and doc.strip() else "")
 
 
 def _commands(sd, profile: str, make_targets: set) -> str:
@@ -134,8 +140,10 @@ def write_index(sd, out_dir: Path, tables: dict, table_files: list[Path], figure
 <h2>Reproduce</h2>
 {_commands(sd, profile, make_targets)}
 {"<h2>Notes</h2><ul>" + notes_html + "</ul>" if notes else ""}
+<h2>Claims</h2>
+{tables["claims"].html() if "claims" in tables else "<p class='note'>The study declares no claims, or claims.csv is missing.</p>"}
 <h2>Tables</h2>
-{"".join(t.html() for t in tables.values()) or "<p class='note'>No tables: see the notes.</p>"}
+{"".join(t.html() for k, t in tables.items() if k != "claims") or "<p class='note'>No tables: see the notes.</p>"}
 <p>Markdown and LaTeX (booktabs): {files}</p>
 <h2>Figures</h2>
 {_figures(figures, out_dir)}

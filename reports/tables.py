@@ -138,17 +138,64 @@ def _table(name: str, caption: str, summ: pd.DataFrame, arms: list[str], marked:
     return tab
 
 
-def build_tables(summ: pd.DataFrame | None, arms: list[str], marked: set) -> dict[str, Table]:
-    """{"diagnostics": ..., "quality": ...}, each only when the summary has such metrics."""
+@dataclass
+class ClaimsTable:
+    """The study's declared claims against the data (claims.csv): one row per claim and stage."""
+    rows: pd.DataFrame
+    name: str = "claims"
+    caption: str = ("Claims the study declares, each tested on the paired difference a - b over seeds: mean, "
+                    "Student-t 95 % CI, paired t-test and Wilcoxon p. better-claims hold when the CI excludes 0 in "
+                    "the claimed direction; not-worse claims hold when the CI stays within the margin (the seed SD "
+                    "of b); contrary when the CI lies wholly on the other side. Rows that hold by definition "
+                    "(rewrite, direction at stage K-1) are not claims.")
+    HEAD = ("claim", "stage", "a", "b", "n", "diff (a - b)", "95 % CI", "p (t)", "p (Wilcoxon)", "margin", "verdict")
+
+    def _lines(self):
+        def g(x):
+            return "--" if pd.isna(x) else f"{x:.3g}"
+        for r in self.rows.itertuples():
+            yield [str(r.claim), f"{int(r.stage)}", str(r.a), str(r.b), str(int(r.n_pairs)), g(r.diff),
+                   f"[{g(r.ci_low)}, {g(r.ci_high)}]", g(r.p_ttest), g(r.p_wilcoxon), g(r.margin), str(r.verdict)]
+
+    def markdown(self) -> str:
+        lines = [f"**{self.caption}**", "", "| " + " | ".join(self.HEAD) + " |", "|---" * len(self.HEAD) + "|"]
+        lines += ["| " + " | ".join(v[:-1]) + f" | **{v[-1]}** |" for v in self._lines()]
+        return "\n".join(lines) + "\n"
+
+    def latex(self) -> str:
+        out = ["% requires \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering", "\\small",
+               "\\begin{tabular}{l" + "r" * (len(self.HEAD) - 2) + "l}", "\\toprule",
+               " & ".join(_tex(h) for h in self.HEAD) + " \\\\", "\\midrule"]
+        out += [" & ".join(_tex(x) for x in v) + " \\\\" for v in self._lines()]
+        out += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{_tex(self.caption)}}}", "\\label{tab:claims}",
+                "\\end{table}"]
+        return "\n".join(out) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th>{_html.escape(h)}</th>" for h in self.HEAD)
+        body = "".join("<tr>" + "".join(f"<td>{_html.escape(x)}</td>" for x in v[:-1])
+                       + f"<td class='verdict {_html.escape(v[-1].split()[0])}'><b>{_html.escape(v[-1])}</b></td></tr>\n"
+                       for v in self._lines())
+        return (f"<table class='claims'><caption>{_html.escape(self.caption)}</caption>\n<thead><tr>{head}</tr></thead>\n"
+                f"<tbody>\n{body}</tbody></table>\n")
+
+
+def build_tables(summ: pd.DataFrame | None, arms: list[str], marked: set,
+                 claims: pd.DataFrame | None = None) -> dict:
+    """{"claims": ..., "diagnostics": ..., "quality": ...}, each only when there is data for it. Summary rows
+    that hold by definition (rewrite, direction at stage K-1) are left out."""
+    from analysis.claims import drop_by_definition
+    out0 = {"claims": ClaimsTable(claims)} if claims is not None and not claims.empty else {}
     if summ is None or summ.empty:
-        return {}
+        return out0
+    summ = drop_by_definition(summ)
     ns = sorted({int(n) for n in summ["n"].dropna()}) if "n" in summ.columns else []
     nseeds = f"n = {ns[0]} seeds" if len(ns) == 1 else f"n = {ns[0]}-{ns[-1]} seeds" if ns else "seeds"
     common = (f"Mean \u00b1 half-width of the 95 % CI over {nseeds}. Bold: best arm per row (lower is better "
               f"for discrepancy, rewrite, FID, KID; higher for direction). {DAGGER}: better than its paired arm, "
               "paired t-test p < 0.05.")
     is_diag = summ["metric"].map(lambda m: str(m).split("_")[0] in DIAGNOSTICS)
-    out = {}
+    out = dict(out0)
     if is_diag.any():
         out["diagnostics"] = _table("diagnostics", "Cross-scale diagnostics per stage (stage k against the "
                                     "final output). " + common, summ[is_diag], arms, marked)

@@ -289,18 +289,18 @@ def test_table_marks_pinned():
         ("c=off", "discrepancy_l2", 1, 3, 0.20, 0.01, 0.19, 0.21, "t"),
         ("c=on", "direction_l2", 1, 3, 0.30, 0.01, 0.20, 0.40, "t"),
         ("c=off", "direction_l2", 1, 3, 0.50, 0.01, 0.40, 0.60, "t"),
-        ("c=on", "fid_x", 2, 3, 7.0, 1.0, 6.0, 8.0, "t"),
-        ("c=off", "fid_x", 2, 3, 7.0, 1.0, 5.0, 9.0, "t"),
-        ("c=on", "kid_std_x", 2, 3, 2e-16, 1e-16, 1e-16, 3e-16, "t"),
-        ("c=off", "kid_std_x", 2, 3, 3e-16, 1e-16, 2e-16, 4e-16, "t")],
+        ("c=on", "fid_x", 4, 3, 7.0, 1.0, 6.0, 8.0, "t"),
+        ("c=off", "fid_x", 4, 3, 7.0, 1.0, 5.0, 9.0, "t"),
+        ("c=on", "kid_std_x", 4, 3, 2e-16, 1e-16, 1e-16, 3e-16, "t"),
+        ("c=off", "kid_std_x", 4, 3, 3e-16, 1e-16, 2e-16, 4e-16, "t")],
         columns=["arm", "metric", "stage", "n", "mean", "std", "ci_low", "ci_high", "method"])
     tabs = build_tables(summ, ["c=on", "c=off"], {("c=on", "discrepancy_l2", 1)})
     md = tabs["diagnostics"].markdown().splitlines()
     assert "| discrepancy (L2) \u2193 | 1 | **0.100 ± 0.010**\u2020 | 0.200 ± 0.010 |" in md
     assert "| direction (L2) \u2191 | 1 | 0.30 ± 0.10 | **0.50 ± 0.10** |" in md
-    assert "| FID (x) \u2193 | 2 | **7.0 ± 1.0** | **7.0 ± 2.0** |" in tabs["quality"].markdown()   # a tie
+    assert "| FID (x) \u2193 | 4 | **7.0 ± 1.0** | **7.0 ± 2.0** |" in tabs["quality"].markdown()   # a tie
     # a spread (kid_std) has no better side: nothing bold; tiny values in scientific notation
-    assert "| KID (std, x) | 2 | 2.00e-16 ± 1.00e-16 | 3.00e-16 ± 1.00e-16 |" in tabs["quality"].markdown()
+    assert "| KID (std, x) | 4 | 2.00e-16 ± 1.00e-16 | 3.00e-16 ± 1.00e-16 |" in tabs["quality"].markdown()
     tex = tabs["diagnostics"].latex()
     assert "\\textbf{0.100 $\\pm$ 0.010}$^\\dagger$ & 0.200 $\\pm$ 0.010" in tex
     assert math.isclose(tabs["diagnostics"].rows[0][2]["c=on"].half, 0.01)
