@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip >/dev/null
 	@echo "catlab: installing catlab and its pinned dependencies into $(VENV) (once; about 2 min)"
-	$(VENV)/bin/pip install --progress-bar off -e '.[dev]'
+	$(VENV)/bin/pip install --progress-bar off -e '.[dev,latent]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -76,6 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--figures-only", action="store_true")
     r.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
 
+    e = sub.add_parser("encode", help="encode images to VAE latents: a latent store for data.name=latents:PATH",
+                       description="Encode an image folder (one subfolder per class) or torchvision:NAME (read "
+                       "from --root, never downloaded) to SD-VAE latents with a local diffusers AutoencoderKL: "
+                       "ADM centre crop to --resolution, optional horizontal-flip copies, posterior mean times "
+                       "--scale-factor, into a latent store (latents.npy, labels.npy, manifest.json) that "
+                       "data.name=latents:OUT reads memory-mapped. Run the same command again to resume. "
+                       "Needs pip install -e '.[latent]'. See docs/latents.md.")
+    e.add_argument("source", help="an image folder, or torchvision:NAME (e.g. torchvision:CIFAR10)")
+    e.add_argument("--out", required=True, help="the store folder (new, or an interrupted encode's)")
+    e.add_argument("--vae", default=None, help="a local diffusers AutoencoderKL folder (default: $CATLAB_VAE)")
+    e.add_argument("--resolution", type=int, default=256)
+    e.add_argument("--flip", action="store_true", help="also store each image's horizontal mirror")
+    e.add_argument("--batch", type=int, default=32, help="images per encoder batch")
+    e.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    e.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    e.add_argument("--scale-factor", type=float, default=0.18215)
+    e.add_argument("--root", default="", help="torchvision data root (default: $CATLAB_DATA or ./data)")
+    e.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="image decoding threads")
+
     lst = sub.add_parser("list", help="what exists")
     lst.add_argument("what", choices=["studies", "datasets", "models"])
 
@@ -165,6 +184,18 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_encode(args) -> int:
+    from catlab.encode import encode
+    m = encode(args.source, args.out, vae=args.vae, resolution=args.resolution, flip=args.flip, batch=args.batch,
+               device=args.device, dtype=args.dtype, scale_factor=args.scale_factor, root=args.root,
+               workers=args.workers)
+    n, c, h, w = m["shape"]
+    print(f"{'already complete' if m.get('already_complete') else 'wrote'}: {args.out}: {n} latents "
+          f"{c}x{h}x{w} {m['dtype']}, {m['num_classes']} classes, scale factor {m['scale_factor']:g}; "
+          f"train with data.name=latents:{args.out} data.resolution={h}")
+    return 0
+
+
 def cmd_list(args) -> int:
     if args.what == "datasets":
         from catlab.data import DATASETS
@@ -211,7 +242,7 @@ def cmd_sync(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "ablate": cmd_ablate, "analyze": cmd_analyze,
-            "search": cmd_search, "report": cmd_report, "list": cmd_list, "sync": cmd_sync}
+            "search": cmd_search, "report": cmd_report, "list": cmd_list, "sync": cmd_sync, "encode": cmd_encode}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Batcher: a deterministic, shardable, exactly resumable stream of training batches from memory."""
+"""Batcher: a deterministic, shardable, exactly resumable stream of training batches (from memory, or rows
+read from a memory-mapped latent store)."""
 from __future__ import annotations
 
 import torch
@@ -23,6 +24,10 @@ class Batcher:
     (float sets, i.e. latents, as they are, and batches come out as float32 without any mapping);
     a batch is an index gather, so training never waits for data. `state_dict()` holds (epoch,
     position); `load_state_dict` resumes the stream exactly.
+
+    A memory-mapped latent store (a LatentSet with a `reader`, catlab.data.store) stays on disk: the
+    labels and the order live on the CPU, each batch's rows are read by the reader and moved to `device`.
+    The stream (order, shards, resume) is the same as for the same set in memory, batch for batch.
     """
 
     def __init__(self, imageset: ImageSet, batch: int, seed: int = 0, device="cpu", rank: int = 0,
@@ -36,8 +41,10 @@ class Batcher:
             raise ValueError(f"a set of {n} images cannot be sharded over {world} ranks")
         self.batch, self.seed, self.rank, self.world = batch, seed, rank, world
         self.device = torch.device(device)
-        self.images = imageset.images.to(self.device)                   # (N, C, R, R) uint8
-        self.labels = imageset.labels.to(self.device)                   # (N,)
+        self.reader = getattr(imageset, "reader", None)                 # rows from disk (a store), or None
+        self.home = torch.device("cpu") if self.reader is not None else self.device
+        self.images = imageset.images if self.reader is not None else imageset.images.to(self.device)  # (N, C, R, R)
+        self.labels = imageset.labels.to(self.home)                     # (N,)
         self.n = n
         self.shard_size = n // world
         self.epoch = 0
@@ -49,7 +56,7 @@ class Batcher:
         """This rank's sample indices for the current epoch, on the device (cached per epoch)."""
         if self._order_epoch != self.epoch:
             perm = epoch_permutation(self.n, self.seed, self.epoch)
-            self._order = perm[self.rank::self.world][:self.shard_size].to(self.device, non_blocking=True)
+            self._order = perm[self.rank::self.world][:self.shard_size].to(self.home, non_blocking=True)
             self._order_epoch = self.epoch
         return self._order
 
@@ -68,6 +75,8 @@ class Batcher:
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.next_indices()
+        if self.reader is not None:                                     # (B, C, R, R) read from the store
+            return self.reader(idx).to(self.device).float(), self.labels[idx].to(self.device)
         x = self.images[idx]
         return (to_float(x) if x.dtype == torch.uint8 else x.float()), self.labels[idx]
 

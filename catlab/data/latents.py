@@ -1,6 +1,8 @@
 """`latents:PATH`: the paper's own setting, a GAN trained on VAE latents (e.g. SD-VAE, 32 x 32 x 4).
 
-PATH is an .npz with
+PATH is a latent store folder written by `catlab encode` (catlab.data.store: latents.npy memory-mapped,
+labels.npy, manifest.json; the latents are stored already multiplied by the manifest's scale_factor and are
+never loaded whole: the Batcher reads each batch's rows), or an .npz held in memory, with
     latents       (N, C, H, W) float (float16 is kept as float16 in memory; anything else becomes float32)
     labels        (N,) int, in [0, num_classes)
     scale_factor  optional scalar, default 1.0: the latents are multiplied by it on load, so the model trains
@@ -8,7 +10,8 @@ PATH is an .npz with
                   already scaled latents and leave it out). A decoder divides by it again.
     class_names   optional (num_classes,) str
 data.resolution must equal H (= W); the models get C channels in and out (the trainer passes the data's
-channels). data.n keeps a seeded subset (0 = all), like imagefolder. The latents are not mapped to
+channels). data.n keeps a seeded subset (0 = all), like imagefolder (of a store, that subset is read into
+memory: it is meant for small subsets). The latents are not mapped to
 [-1, 1]: the Batcher passes float sets through as they are, and the pyramid, the losses and the
 misalignment diagnostics (L2 in latent space) work on them unchanged.
 
@@ -32,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from catlab.data import store
 from catlab.data.base import ImageSet
 from catlab.data.pyramid import to_uint8
 from catlab.errors import UserError
@@ -44,8 +48,12 @@ _VAES: dict[tuple[str, str], object] = {}    # (folder, device) -> loaded Autoen
 
 @dataclass
 class LatentSet(ImageSet):
-    """An ImageSet whose `images` are float latents (N, C, H, W), already multiplied by scale_factor."""
+    """An ImageSet whose `images` are float latents (N, C, H, W), already multiplied by scale_factor.
+
+    reader: for a store, `images` is memory-mapped and reader(idx) reads rows idx without mapping them into
+    the process (catlab.data.store.RowReader); the Batcher uses it. None: `images` is in memory."""
     scale_factor: float = 1.0
+    reader: object = None
 
     def __post_init__(self):
         x = self.images
@@ -77,13 +85,17 @@ def _read(path: Path):
 
 
 def read_scale_factor(path: str | Path) -> float:
-    """The scale_factor stored in a latents .npz (1.0 if absent), without loading the latents."""
+    """The scale_factor of a store (its manifest) or an .npz (1.0 if absent), without loading the latents."""
+    if store.is_store(path):
+        return float(store.read_manifest(path)["scale_factor"])
     with _read(Path(path).expanduser()) as f:
         return float(f["scale_factor"].reshape(-1)[0]) if "scale_factor" in f.files else 1.0
 
 
 def load_latents(path: str | Path, data_cfg, seed: int = 0) -> LatentSet:
-    """The LatentSet of an .npz (see the module docstring), checked against data_cfg."""
+    """The LatentSet of a store or an .npz (see the module docstring), checked against data_cfg."""
+    if store.is_store(path):
+        return load_store(path, data_cfg, seed)
     path = Path(path).expanduser()
     with _read(path) as f:
         for key in ("latents", "labels"):
@@ -102,9 +114,7 @@ def load_latents(path: str | Path, data_cfg, seed: int = 0) -> LatentSet:
         scale = math.nan
     if not (math.isfinite(scale) and scale > 0):
         _fail(path, "a scale_factor that is one finite number > 0")
-    if lat.shape[-1] != data_cfg.resolution:
-        raise UserError(f"data.resolution must equal the latents' size {lat.shape[-1]} for {data_cfg.name}, "
-                        f"but got resolution={data_cfg.resolution}")
+    _check_resolution(lat.shape[-1], data_cfg)
     n = len(lat)
     keep = np.arange(n)
     if data_cfg.n and data_cfg.n < n:
@@ -120,6 +130,35 @@ def load_latents(path: str | Path, data_cfg, seed: int = 0) -> LatentSet:
     if names and len(names) != num_classes:
         _fail(path, f"class_names for all {num_classes} classes, not {len(names)}")
     return LatentSet(x, labels, num_classes, data_cfg.name, names, scale_factor=scale)
+
+
+def _check_resolution(size: int, data_cfg) -> None:
+    if size != data_cfg.resolution:
+        raise UserError(f"data.resolution must equal the latents' size {size} for {data_cfg.name}, "
+                        f"but got resolution={data_cfg.resolution}")
+
+
+def load_store(path: str | Path, data_cfg, seed: int = 0) -> LatentSet:
+    """The LatentSet of a store: latents memory-mapped (nothing read), labels in memory.
+
+    The latents were checked finite when they were encoded; they are not scanned here (that would read
+    the whole store). data.n: the same seeded subset as an .npz, read into memory."""
+    m, lat, lab, reader = store.open_store(path)
+    _check_resolution(m["shape"][-1], data_cfg)
+    names = [str(c) for c in m.get("class_names", [])]
+    num_classes = max(int(lab.max()) + 1, len(names))
+    if names and len(names) != num_classes:
+        store._fail(path, f"class_names for all {num_classes} classes, not {len(names)}")
+    n = len(lat)
+    if data_cfg.n and data_cfg.n < n:
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(n, generator=g)[:data_cfg.n].sort().values
+        x, reader = reader(keep), None                                     # (n, C, H, H), in memory
+        labels = torch.from_numpy(lab[keep.numpy()])
+    else:
+        x, labels = torch.from_numpy(lat), torch.from_numpy(lab)         # (N, C, H, H) mapped, (N,)
+    return LatentSet(x, labels, num_classes, data_cfg.name, names, scale_factor=float(m["scale_factor"]),
+                     reader=reader)
 
 
 # ---- decoding to pixels (optional; diffusers) ---------------------------------------------------
@@ -176,20 +215,37 @@ def load_decoder(scale_factor: float = 1.0, path: str | None = None, device="cpu
     if not folder.exists():
         raise UserError(f"{VAE_ENV} must name a local diffusers AutoencoderKL folder, but got {VAE_ENV}={path!r} "
                         "(it does not exist)")
+    vae = load_vae(folder, device, f"{VAE_ENV}={path}")
+    return LatentDecoder(vae, scale_factor, name=str(folder.resolve()), fingerprint=folder_fingerprint(folder))
+
+
+def import_autoencoder(who: str):
+    """diffusers.AutoencoderKL, or a one-line UserError saying that `who` needs the optional extra."""
     try:
+        import safetensors.torch  # noqa: F401  -- diffusers 0.30 uses safetensors.torch without importing it
         from diffusers import AutoencoderKL
     except ImportError:
-        raise UserError(f"{VAE_ENV}={path} needs the optional dependency diffusers (pip install diffusers), "
+        raise UserError(f"{who} needs the optional dependency diffusers (pip install -e '.[latent]'), "
                         "but it is not installed") from None
-    key = (str(folder.resolve()), str(torch.device(device)))
+    return AutoencoderKL
+
+
+def load_vae(folder: Path, device="cpu", who: str = "a VAE"):
+    """The local diffusers AutoencoderKL in folder (never downloaded), eval, frozen; once per process and device."""
+    AutoencoderKL = import_autoencoder(who)
+    key = (str(Path(folder).resolve()), str(torch.device(device)))
     if key not in _VAES:
-        vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+        try:
+            vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{who} must name a local diffusers AutoencoderKL folder (config.json and weights), "
+                            f"but it cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         _VAES[key] = vae.to(device).eval().requires_grad_(False)
-    return LatentDecoder(_VAES[key], scale_factor, name=key[0], fingerprint=folder_fingerprint(folder))
+    return _VAES[key]
 
 
 def decoder_for(data_cfg, device="cpu") -> LatentDecoder | None:
-    """The decoder of a latents:PATH run (scale_factor from its .npz), or None (after the one-line notice)."""
+    """The decoder of a latents:PATH run (scale_factor from its store or .npz), or None (after the notice)."""
     return load_decoder(read_scale_factor(data_cfg.name[len(PREFIX):]), device=device)
 
 
