@@ -287,3 +287,87 @@ def test_training_grid_previews_or_decodes_latents(latent_run, no_decoder, monke
     with torch.no_grad():
         path = save_stage_grid(ctx, 7, n=3)
     assert Image.open(path).size == (2 * (3 * 65 + 1), 2 * (KL * 65 + 1))
+
+
+# ---- latent stores (catlab.data.store: latents.npy memory-mapped, labels.npy, manifest.json) ----------
+def _store(tmp_path, n=N, dtype=np.float16, name="st", **manifest):
+    from catlab.data.store import write_store
+    g = np.random.default_rng(2)
+    lat, lab = g.normal(0, 1, (n, C, R, R)).astype(dtype), np.arange(n) % 3
+    write_store(tmp_path / name, lat, lab, scale_factor=0.18215, chunk=7, **manifest)
+    np.savez(tmp_path / f"{name}.npz", latents=lat, labels=lab)           # the same set in memory, scale 1
+    return lat, lab
+
+
+def _mapped_from(t: torch.Tensor, path) -> bool:
+    """Whether tensor t's memory lies in a mapping of the file at path (/proc/self/maps)."""
+    ptr, real = t.data_ptr(), str(path.resolve())
+    for line in open("/proc/self/maps"):
+        parts = line.split()
+        if len(parts) >= 6 and parts[5] == real:
+            lo, hi = (int(v, 16) for v in parts[0].split("-"))
+            if lo <= ptr < hi:
+                return True
+    return False
+
+
+def test_store_reads_mapped_and_matches_the_npz(tmp_path):
+    from catlab.data.store import MANIFEST
+    lat, lab = _store(tmp_path, class_names=["a", "b", "c"])
+    s = build_dataset(_cfg(tmp_path / "st").data)
+    assert isinstance(s, LatentSet) and s.reader is not None and s.class_names == ["a", "b", "c"]
+    assert s.scale_factor == 0.18215 and read_scale_factor(tmp_path / "st") == 0.18215   # stored already scaled
+    assert s.images.dtype == torch.float16 and torch.equal(s.images, torch.from_numpy(lat))
+    assert _mapped_from(s.images, tmp_path / "st" / "latents.npy")      # a view of the file, not a copy
+    assert s.labels.tolist() == lab.tolist() and s.num_classes == 3
+    m = json.loads((tmp_path / "st" / MANIFEST).read_text())
+    assert m["shape"] == [N, C, R, R] and m["dtype"] == "float16" and m["class_counts"] == [16, 16, 16]
+    assert build_dataset(_cfg(tmp_path / "st" / MANIFEST).data).reader is not None    # the manifest names it too
+    # data.n: the same seeded subset as the .npz, read into memory
+    sub, ref = build_dataset(_cfg(tmp_path / "st", "data.n=10").data), build_dataset(_cfg(tmp_path / "st.npz",
+                                                                                        "data.n=10").data)
+    assert sub.reader is None and torch.equal(sub.images, ref.images) and torch.equal(sub.labels, ref.labels)
+
+
+def test_store_batcher_shards_and_resumes_like_the_in_memory_set(tmp_path):
+    _store(tmp_path)
+    mapped, memory = build_dataset(_cfg(tmp_path / "st").data), build_dataset(_cfg(tmp_path / "st.npz").data)
+    assert memory.reader is None
+    seen = []
+    for rank in range(2):
+        a, b = Batcher(mapped, 5, seed=4, rank=rank, world=2), Batcher(memory, 5, seed=4, rank=rank, world=2)
+        for _ in range(7):                                               # 35 > 24 = one epoch of a shard
+            (xa, ya), (xb, yb) = next(a), next(b)
+            assert xa.dtype == torch.float32 and torch.equal(xa, xb) and torch.equal(ya, yb)
+            seen.append(xa)
+        state = a.state_dict()
+        assert state == b.state_dict() == {"epoch": 1, "position": 11, "seed": 4, "world": 2}
+        c = Batcher(mapped, 5, seed=4, rank=rank, world=2)
+        c.load_state_dict(state)
+        assert all(torch.equal(next(c)[0], next(b)[0]) for _ in range(6))   # resumed at the same position
+    # the rows come from the file: every row of an epoch's shards, disjoint across the two ranks
+    flat = torch.cat(seen[:4] + seen[7:11])[:, 0, 0, 0]                  # first 20 of each rank's 24
+    assert len(set(flat.tolist())) == 40
+
+
+def test_bad_stores_are_one_line_user_errors(tmp_path):
+    from catlab.data.store import LATENTS, MANIFEST, PROGRESS
+    _store(tmp_path)
+    with pytest.raises(UserError, match="data.resolution must equal the latents' size 16"):
+        build_dataset(load_config([f"data.name=latents:{tmp_path / 'st'}", "data.resolution=32"]).data)
+    folder = tmp_path / "st"
+    (folder / PROGRESS).write_text("{}")
+    manifest = (folder / MANIFEST).read_text()
+    (folder / MANIFEST).unlink()
+    with pytest.raises(UserError, match="catlab encode has not finished writing it; run the same command again"):
+        build_dataset(_cfg(folder).data)
+    (folder / MANIFEST).write_text(manifest.replace('"float16"', '"int8"'))
+    with pytest.raises(UserError, match="dtype is one of float16, float32"):
+        build_dataset(_cfg(folder).data)
+    (folder / MANIFEST).write_text(manifest)
+    with open(folder / LATENTS, "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(UserError, match=r"latent store folder with .*truncated"):
+        build_dataset(_cfg(folder).data)
+    with pytest.raises(UserError, match="no manifest.json in it"):
+        build_dataset(_cfg(tmp_path).data)

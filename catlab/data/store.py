@@ -138,14 +138,14 @@ def open_store(path: str | Path) -> tuple[dict, np.ndarray, np.ndarray, RowReade
     n = m["shape"][0]
     try:
         offset, shape, dtype = npy_offset(folder / LATENTS)
+        if list(shape) != m["shape"] or str(dtype) != m["dtype"]:
+            _fail(path, f"{LATENTS} of the manifest's shape {m['shape']} {m['dtype']}, not {list(shape)} {dtype}")
+        if os.path.getsize(folder / LATENTS) < offset + int(np.prod(shape)) * dtype.itemsize:
+            _fail(path, f"a whole {LATENTS} (it is truncated)")
         lat = np.load(folder / LATENTS, mmap_mode="c")                     # copy-on-write: never writes the file
         lab = np.load(folder / LABELS, allow_pickle=False)
     except (OSError, ValueError) as e:
         _fail(path, f"readable {LATENTS} and {LABELS} ({type(e).__name__}: {e})")
-    if list(shape) != m["shape"] or str(dtype) != m["dtype"]:
-        _fail(path, f"{LATENTS} of the manifest's shape {m['shape']} {m['dtype']}, not {list(shape)} {dtype}")
-    if os.path.getsize(folder / LATENTS) < offset + lat.nbytes:
-        _fail(path, f"a whole {LATENTS} (it is truncated)")
     if lab.shape != (n,) or lab.dtype.kind not in "iu" or (n and lab.min() < 0):
         _fail(path, f"{LABELS} (N,) int >= 0 for N={n}, not {lab.dtype} {lab.shape}")
     return m, lat, lab.astype(np.int64, copy=False), RowReader(folder / LATENTS, offset, shape, dtype)
