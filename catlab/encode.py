@@ -15,7 +15,8 @@ digest of its files), the preprocessing and the counts per class.
 Images are decoded by a thread pool one batch ahead of the encoder; batches run on the GPU when there is
 one. Resume: rows are written batch by batch and progress.json records how many are final, so running the
 same command again after an interruption continues at the first unrecorded batch. The batches are the same
-as in an uninterrupted run, so the store comes out byte for byte the same (on the same device and software).
+as in an uninterrupted run, so the store comes out byte for byte the same, given the same device, software
+and (on CPU) number of threads: the last bits of CPU convolutions depend on how many threads share them.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def center_crop_arr(img, size: int) -> np.ndarray:
         img = img.resize(tuple(x // 2 for x in img.size), resample=Image.Resampling.BOX)
     scale = size / min(*img.size)
     img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.Resampling.BICUBIC)
-    arr = np.asarray(img)
+    arr = np.array(img)
     top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
     return arr[top:top + size, left:left + size]
 
