@@ -2,6 +2,8 @@
 
     <run_dir>/ckpt/last.pt         models, EMA, optimisers, step, images seen, RNG states, data position,
                                    config hash
+    <run_dir>/ckpt/prev.pt         the checkpoint before it (each save moves last.pt here): the last two
+                                   are kept, so a damaged last.pt resumes from prev.pt (`resume_point`)
     <run_dir>/snapshots/ema_<step>.pt   EMA generator weights (and meta) only, for drift over training
     Both carry meta = {num_classes, channels}, so a generator can be rebuilt without its data.
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +22,27 @@ import torch
 from catlab.config import Config, load_config_json
 from catlab.errors import UserError
 
+LAST, PREVIOUS = "last.pt", "prev.pt"
 
-def atomic_save(obj, path: Path) -> None:
+
+class Unreadable(UserError):
+    """A checkpoint file that cannot be read back: truncated, corrupt, empty, or not a catlab dict."""
+
+    def __init__(self, path: Path, why: str, todo: str = "delete it to start the run over"):
+        super().__init__(f"checkpoint {path} {why}; {todo}")
+        self.path, self.why, self.todo = path, why, todo
+
+    def __reduce__(self):                                # picklable (worker processes send errors back)
+        return type(self), (self.path, self.why, self.todo)
+
+
+def atomic_save(obj, path: Path, previous: Path | None = None) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file.
 
-    A write that fails (full disk, an error in torch.save) removes its temp file; one left by a killed
-    process is never read (only <name> is) and the next save of <name> overwrites and renames it.
+    previous: where the file being replaced goes (ckpt/prev.pt), renamed just before the new one takes its
+    place; a crash between the two renames leaves previous and the temp file, and `resume_point` then
+    resumes from previous. A write that fails (full disk, an error in torch.save) removes its temp file;
+    one left by a killed process is never read (only <name> is) and the next save of <name> overwrites it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -33,6 +51,8 @@ def atomic_save(obj, path: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -40,18 +60,51 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def safe_load(path: Path) -> dict:
-    """torch.load with weights_only=True, turning a missing or corrupt file into a one-line UserError."""
+    """torch.load with weights_only=True, turning a missing or corrupt file into a one-line UserError
+    (Unreadable for a file that exists but cannot be read back)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 -- truncated zip, bad pickle, foreign object
-        raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); "
-                        "delete it to start the run over") from None
+        raise Unreadable(path, f"is unreadable or corrupt ({type(e).__name__})") from None
     if not isinstance(obj, dict):
-        raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a catlab checkpoint (a dict); "
-                        "delete it to start the run over")
+        raise Unreadable(path, f"holds a {type(obj).__name__}, not a catlab checkpoint (a dict)")
     return obj
+
+
+def resume_point(ckpt_dir: Path, announce: bool = True) -> tuple[dict, Path] | None:
+    """(state, path) to resume a run from: ckpt/last.pt, else ckpt/prev.pt; None when neither exists.
+
+    A last.pt that cannot be read (truncated, corrupt), or that is missing while prev.pt exists (a save cut
+    between its two renames), falls back to prev.pt with one line on stderr. With announce (rank 0) the
+    damaged file is also renamed last.pt.damaged, so that the next save does not keep it as prev.pt.
+    Nothing readable: a one-line Unreadable naming the file and what to do.
+    """
+    last, prev = ckpt_dir / LAST, ckpt_dir / PREVIOUS
+    if not last.exists() and not prev.exists():
+        return None
+    why = "is missing"
+    if last.exists():
+        try:
+            return safe_load(last), last
+        except Unreadable as e:
+            if not prev.exists():
+                raise
+            why = e.why
+    try:
+        state = safe_load(prev)
+    except Unreadable as e:
+        raise Unreadable(last, f"{why}, and the previous one, {prev}, {e.why}",
+                         f"delete {ckpt_dir} to start the run over") from None
+    if announce:
+        kept = ""
+        if last.exists():
+            os.replace(last, last.with_name(LAST + ".damaged"))
+            kept = f" (the damaged file is kept as {LAST}.damaged)"
+        print(f"catlab: checkpoint {last} {why}; resuming from the previous one, {prev} "
+              f"(step {state.get('step', '?')}){kept}", file=sys.stderr, flush=True)
+    return state, prev
 
 
 def rng_state() -> dict:

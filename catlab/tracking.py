@@ -3,8 +3,13 @@
 - JSONL (`<run_dir>/metrics.jsonl`), always: the local source of truth.
 - MLflow, on by default: `sqlite:///<repo>/mlflow.db` unless `MLFLOW_TRACKING_URI` (or run.tracking_uri)
   says otherwise. Metrics are buffered and sent in batches when a checkpoint is written, so a killed
-  run that resumes never sends a step twice. If the server cannot be reached, training goes on with
-  JSONL alone; one warning says how to sync afterwards (`catlab sync RUN_DIR`, `sync_run` below).
+  run that resumes never sends a step twice (one resumed from the checkpoint before a damaged last one
+  skips the (name, step) values its MLflow run already holds).
+- A tracking URI whose scheme can never work (`bogus://x`) is a configuration error: `check_uri`, called
+  before any work, raises a one-line UserError naming MLFLOW_TRACKING_URI (or run.tracking_uri).
+- A server that is down, or stops mid-run, is not: training goes on with JSONL alone, and one line on
+  stderr (`catlab: warning: MLflow at ... failed (...); continuing with JSONL only. Sync afterwards with:
+  catlab sync RUN_DIR`) says how to send it later (`sync_run` below).
   MLflow's HTTP client retries for minutes by default; here it fails fast unless the user set these:
   MLFLOW_HTTP_REQUEST_MAX_RETRIES=2, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=10
   (a dead server costs a run a few seconds once; nothing is lost, since sync replays the JSONL).
@@ -16,8 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
-import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +47,25 @@ def default_uri(configured: str = "") -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+def check_uri(configured: str = "") -> str:
+    """The tracking URI (default_uri), refused with a one-line UserError when MLflow has no store for its
+    scheme (a typo such as `htp://` or `bogus://x` can never work; a server that is down can)."""
+    from catlab.errors import UserError
+    uri = default_uri(configured)
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry as registry
+    except ImportError:                                  # another MLflow layout: leave it to MLflow
+        return uri
+    try:
+        registry.get_store_builder(uri)
+    except Exception:  # noqa: BLE001 -- UnsupportedModelRegistryStoreURIException, or a bad db dialect
+        key = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "run.tracking_uri"
+        schemes = ", ".join(sorted(s for s in registry._registry if s)) or "http, https, sqlite"
+        raise UserError(f"{key} must use a scheme MLflow can track to ({schemes}) or be a path, "
+                        f"but got {key}={uri!r}") from None
+    return uri
+
+
 def git_commit() -> str:
     head = REPO_ROOT / ".git" / "HEAD"
     try:
@@ -54,7 +78,7 @@ def git_commit() -> str:
 
 
 class MLflow:
-    """A thin, failure-tolerant MLflow client: the first error warns once and turns the sink off.
+    """A thin, failure-tolerant MLflow client: the first error prints one line and turns the sink off.
 
     strict=True (used by `catlab sync`) raises RunFailed instead of warning.
     """
@@ -74,6 +98,7 @@ class MLflow:
             from mlflow.tracking import MlflowClient
             logging.getLogger("mlflow").setLevel(logging.ERROR)     # after the import: mlflow sets INFO
             logging.getLogger("alembic").setLevel(logging.ERROR)
+            logging.getLogger("urllib3").setLevel(logging.ERROR)         # its "Retrying (...)" lines
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
@@ -88,8 +113,8 @@ class MLflow:
             if self.strict:
                 from catlab.errors import RunFailed
                 raise RunFailed(f"MLflow at {self.uri} failed ({first})") from e
-            warnings.warn(f"MLflow at {self.uri} failed ({first}); continuing with JSONL only. "
-                          f"Sync afterwards with: catlab sync {self.run_dir}", stacklevel=3)
+            print(f"catlab: warning: MLflow at {self.uri} failed ({first}); continuing with JSONL only. "
+                  f"Sync afterwards with: catlab sync {self.run_dir}", file=sys.stderr, flush=True)
             return None
 
     def _call(self, method: str, *args, **kwargs):
@@ -149,6 +174,13 @@ class MLflow:
         for i in range(0, len(items), 100):
             self._call("log_batch", run_id, params=items[i:i + 100])
 
+    def logged(self, run_id: str, names=None, after: int = -1) -> set[tuple[str, int]]:
+        """(name, step) of every metric value the run holds at a step > after (names: all of the run's)."""
+        def get():
+            keys = list(self.client.get_run(run_id).data.metrics) if names is None else names
+            return {(k, m.step) for k in keys for m in self.client.get_metric_history(run_id, k) if m.step > after}
+        return self._guard(get) or set()
+
     def set_tags(self, run_id: str, tags: dict) -> None:
         from mlflow.entities import RunTag
         self._call("log_batch", run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -186,12 +218,16 @@ class RunTracker:
     """The sinks of one training run. JSONL lines are {"step", "name", "value"}."""
 
     def __init__(self, run_dir: Path, cfg, info: dict, resume_step: int = 0,
-                 parent_run_id: str | None = None, tags: dict | None = None):
+                 parent_run_id: str | None = None, tags: dict | None = None, saved_step: int = 0):
+        """saved_step: the last step the run saved before (run.json); above resume_step when it resumes from
+        the checkpoint before a damaged one, and its MLflow run already holds the steps in between."""
         self.run_dir, self.cfg, self.info, self.step = run_dir, cfg, info, resume_step
+        self.saved_step = saved_step
         self.jsonl_path = run_dir / "metrics.jsonl"
         self._truncate_after(resume_step)
         self._jsonl = open(self.jsonl_path, "a", buffering=1)  # line-buffered: progress is visible
         self._pending: list[tuple[str, float, int]] = []
+        self._sent: set[tuple[str, int]] = set()        # (name, step) the MLflow run held when we resumed
         self.mlflow = MLflow(cfg.run.tracking_uri) if cfg.run.mlflow else None
         if self.mlflow:
             self.mlflow.run_dir = run_dir
@@ -210,6 +246,8 @@ class RunTracker:
         if run_id and self.mlflow.exists(run_id):
             self.mlflow.resume(run_id)
             self.mlflow.set_tags(run_id, tags)
+            if self.saved_step > self.step:               # resumed from an older checkpoint than the last
+                self._sent = self.mlflow.logged(run_id, after=self.step)   # one: its later steps were sent
             return run_id
         run_id = self.mlflow.create_run(self.cfg.run.experiment, self.run_dir.name,
                                         run_tags(self.cfg, self.run_dir, tags), parent_run_id)
@@ -235,7 +273,7 @@ class RunTracker:
         """Called when a checkpoint is written: everything up to here is safe to send."""
         self._jsonl.flush()
         if self.run_id and self._pending:
-            self.mlflow.log_metrics(self.run_id, self._pending)
+            self.mlflow.log_metrics(self.run_id, [r for r in self._pending if (r[0], r[2]) not in self._sent])
         self._pending = []
 
     def finish(self, status: str, reason: str = "") -> None:
@@ -298,6 +336,7 @@ def sync_run(run_dir: str | Path) -> int:
     from catlab.checkpoint import run_config
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)                                   # UserError unless a run dir
+    check_uri(cfg.run.tracking_uri)                             # UserError for a scheme that cannot work
     info_path = run_dir / "run.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     rows = _jsonl_rows(run_dir / "metrics.jsonl")
@@ -314,10 +353,8 @@ def sync_run(run_dir: str | Path) -> int:
         tmp.replace(info_path)
     run = ml._call("get_run", run_id)
 
-    have = {}                                                   # name -> steps already in MLflow
-    for name in sorted({r[0] for r in rows}):
-        have[name] = {m.step for m in ml._call("get_metric_history", run_id, name)}
-    send = [r for r in rows if r[2] not in have[r[0]]]
+    have = ml.logged(run_id, sorted({r[0] for r in rows}))     # (name, step) already in MLflow
+    send = [r for r in rows if (r[0], r[2]) not in have]
     ml.log_metrics(run_id, send)
     params = {k: v for k, v in cfg.flat().items() if k not in run.data.params}
     ml.log_params(run_id, params)

@@ -8,11 +8,17 @@ Optuna and the diagnostics plug in through `Hooks`; this module imports neither.
 Under torchrun each rank runs this same loop on batch / world samples; catlab.distributed averages
 the grads and the stats, and only rank 0 writes. train.compile=true compiles G's and D's forward for
 the phases; the uncompiled modules stay in State (checkpoints, EMA, samples).
+Ctrl-C (SIGINT) ends a run at the end of its step: a checkpoint, the run KILLED with the reason, then
+KeyboardInterrupt for the caller (the CLI exits 130); a second Ctrl-C stops at once and keeps the last
+checkpoint. A checkpoint that cannot be read resumes from the one before it (catlab.checkpoint).
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ class Hooks:
     progress_fn: Callable | None = None  # (step, stats, ctx), every log step: evaluations, pruning reports
     abort_fn: Callable | None = None     # (step) -> reason | None; a reason stops the run as KILLED
     step_fn: Callable | None = None      # (step, state) after every step; tests inject faults here
+    stop_fn: Callable | None = None      # () -> bool after every step; True stops the run like Ctrl-C
 
 
 @dataclass
@@ -205,7 +212,39 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, step: int, decay: flo
 
 
 # ---- the loop -----------------------------------------------------------------------------------
-def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, bar, save, grid) -> tuple[str, str]:
+class Interrupt:
+    """Ctrl-C while the loop runs: the first SIGINT asks the run to stop at the end of its step (`asked`);
+    a second one raises KeyboardInterrupt at once. Installed in the main thread only (signals live there).
+    stop_fn (Hooks.stop_fn) asks too: a grid's worker processes stop when the grid is interrupted."""
+
+    def __init__(self, stop_fn: Callable | None = None):
+        self.requested, self.stop_fn, self._previous = False, stop_fn, None
+        self.stopped = False                              # the loop stopped on it
+
+    def __enter__(self) -> "Interrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def asked(self, log_step: bool) -> bool:
+        """Stop now? Every step in one process; under torchrun at log steps, on rank 0's word."""
+        mine = self.requested or bool(self.stop_fn and self.stop_fn())
+        if not distributed.active():
+            return mine
+        return bool(distributed.agree(mine)) if log_step else False
+
+
+def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, bar, save, grid,
+          interrupt: Interrupt) -> tuple[str, str]:
     t, window = cfg.train, (time.perf_counter(), s.step)
     scales, world = s.G.scales, s.batcher.world
     while s.step < t.steps:
@@ -244,6 +283,10 @@ def _loop(cfg: Config, s: State, phases, ctx: Context, hooks: Hooks, tracker, ba
             grid(s.step)
         if s.step % t.ckpt_every == 0 or s.step == t.steps:
             save(s)
+        if interrupt.asked(s.step % t.log_every == 0) and s.step < t.steps:
+            save(s, snapshot=False)                       # (none twice at one step: see save)
+            interrupt.stopped = True
+            return "KILLED", f"interrupted by the user (Ctrl-C) at step {s.step}"
         bar.update(1)
     return "FINISHED", ""
 
@@ -351,6 +394,8 @@ def train(cfg: Config, hooks: Hooks | None = None, run_dir: str | Path | None = 
 
 def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_id, tags) -> RunResult:
     device, main = env.device, env.main
+    if cfg.run.mlflow:
+        tracking.check_uri(cfg.run.tracking_uri)      # a scheme that can never work: exit 2, before any work
     if cfg.train.batch % env.world:
         raise UserError(f"train.batch must be divisible by the {env.world} ranks (it is the global batch), "
                         f"but got batch={cfg.train.batch}")
@@ -367,14 +412,17 @@ def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_
                       world=env.world)
     rng = distributed.StepRNG(cfg.seed, env.rank, env.world, device)
     s = build_state(cfg, meta["num_classes"], meta["channels"], batcher, device, rng)
-    if last.exists():
-        unpack(s, ckpt.safe_load(last), cfg, last)
+    found = ckpt.resume_point(last.parent, announce=main)   # last.pt, or prev.pt when last.pt is damaged
+    if found:
+        state, path = found
+        unpack(s, state, cfg, path)
     dtype = torch.bfloat16 if cfg.train.precision == "bf16" else None
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
     ctx = Context(s, cfg, run_dir, evals, autocast)
+    saved_before = int(info.get("step") or 0)         # > s.step when resumed from prev.pt
     info.update(meta, config_hash=cfg.hash(), status="RUNNING", reason="", step=s.step, world=env.world)
     tracker = tracking.RunTracker(run_dir, cfg, info, s.step, parent_run_id,
-                                  {**(tags or {}), "device": device.type, "world": env.world}) \
+                                  {**(tags or {}), "device": device.type, "world": env.world}, saved_before) \
         if main else NullTracker()
     info["mlflow_run_id"] = tracker.run_id
     write = (lambda **kw: write_info(run_dir, {**info, **kw})) if main else (lambda **kw: None)
@@ -383,14 +431,19 @@ def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_
     if not main:                                      # evaluations and pruning run on rank 0 only
         hooks = Hooks(step_fn=hooks.step_fn)
 
-    def save(state: State) -> None:
-        if not main:
+    saved = {"step": s.step}
+
+    def save(state: State, snapshot: bool = True) -> None:
+        """last.pt (the one it replaces kept as prev.pt), the EMA snapshot, then MLflow and run.json."""
+        if not main or saved["step"] == state.step:      # once per step: prev.pt stays an older one
             return
-        ckpt.atomic_save(pack(state, cfg, meta), last)
-        ckpt.atomic_save({"G_ema": state.G_ema.state_dict(), "meta": meta, "step": state.step},
-                         run_dir / "snapshots" / f"ema_{state.step:06d}.pt")
+        ckpt.atomic_save(pack(state, cfg, meta), last, previous=last.with_name(ckpt.PREVIOUS))
+        if snapshot:
+            ckpt.atomic_save({"G_ema": state.G_ema.state_dict(), "meta": meta, "step": state.step},
+                             run_dir / "snapshots" / f"ema_{state.step:06d}.pt")
         tracker.flush()
         write(step=state.step)
+        saved["step"] = state.step
 
     def grid(step: int) -> None:
         if main:
@@ -399,10 +452,13 @@ def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_
     bar = tqdm(total=cfg.train.steps, initial=s.step, desc=run_dir.name, disable=not (cfg.run.progress and main),
                dynamic_ncols=True, unit="step")
     status, reason = "FAILED", ""
+    interrupt = Interrupt(hooks.stop_fn)
     try:
-        status, reason = _loop(cfg, s, make_phases(cfg, s, autocast), ctx, hooks, tracker, bar, save, grid)
-    except KeyboardInterrupt:  # the state may be mid-step: keep the last checkpoint, which resumes exactly
-        status, reason = "KILLED", "interrupted by the user"
+        with interrupt:
+            status, reason = _loop(cfg, s, make_phases(cfg, s, autocast), ctx, hooks, tracker, bar, save, grid,
+                                   interrupt)
+    except KeyboardInterrupt:  # mid-step (a second Ctrl-C): keep the last checkpoint, which resumes exactly
+        status, reason = "KILLED", f"interrupted by the user mid-step {s.step + 1} (resumes from step {saved['step']})"
         raise
     except RunFailed as e:
         reason = str(e)
@@ -415,4 +471,10 @@ def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_
         tracker.finish(status, reason)
         tracking.activate(None)
         write(status=status, reason=reason, step=s.step)
+    if interrupt.requested or interrupt.stopped:           # Ctrl-C: the caller stops too (the CLI exits 130)
+        if main:
+            print(f"catlab: {reason}; checkpoint {last} (step {saved['step']}); run the same command again to "
+                  "resume" if status == "KILLED" else f"catlab: interrupted by the user (Ctrl-C) as {run_dir} "
+                  "finished", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
     return RunResult(run_dir, status, reason, s.step, {}, tracker.run_id)

@@ -9,12 +9,15 @@
 3. Cells run one after another (each with its tqdm bar) or in N spawned worker processes. A FINISHED
    cell with the same config hash is skipped, a partly run one resumes from its checkpoint, a failed one
    is recorded FAILED with its reason and the grid goes on. Re-running the same command resumes the grid.
+   Ctrl-C stops the running cells at the end of their step (a checkpoint each, KILLED with the reason),
+   starts no other, marks the parent run KILLED and exits 130; a second Ctrl-C stops them at once.
 4. cells.csv and study.json, then the analysis (analysis.quality), the report (reports.build), a summary.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +32,18 @@ from experiments.grid import (STUDIES_ROOT, Cell, build_grid, check_options, com
 
 
 # ---- one cell (also the worker entry point: top level, picklable arguments) ------------------------
+_STOP = None      # in a worker process: the grid's stop event (set when the grid is interrupted)
+
+
+def init_worker(stop) -> None:
+    """A worker process of the grid: Ctrl-C is the parent's to handle (it sets `stop`); the trainer
+    listens to it (Hooks.stop_fn) and to its own SIGINT handler while a cell trains."""
+    import signal
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def read_info(run_dir) -> dict:
     """A cell's run.json ({} when absent or unreadable)."""
     from catlab.trainer import read_info as read
@@ -58,9 +73,17 @@ def run_cell(cfg_dict: dict, parent_run_id: str | None, tags: dict, threads: int
         print(start_line, flush=True)
     cfg, t0 = from_dict(cfg_dict), time.time()
     run_dir = Path(cfg.run.root) / cfg.run_name()
+    from catlab.trainer import Hooks
+    if _STOP is not None and _STOP.is_set():
+        return {"status": "PENDING", "reason": "not started: the grid was interrupted", "seconds": 0.0}
     try:
-        r = train(cfg, parent_run_id=parent_run_id, tags=tags)
+        r = train(cfg, Hooks(stop_fn=_STOP.is_set if _STOP is not None else None), parent_run_id=parent_run_id,
+                  tags=tags)
         out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
+    except KeyboardInterrupt:
+        if _STOP is None:                 # in the grid's own process: the grid stops here
+            raise
+        out = killed(run_dir)             # a worker reports its cell KILLED (the trainer wrote why)
     except (RunFailed, UserError) as e:
         out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
     except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
@@ -71,13 +94,24 @@ def run_cell(cfg_dict: dict, parent_run_id: str | None, tags: dict, threads: int
     return {**out, "seconds": time.time() - t0}
 
 
+def killed(run_dir) -> dict:
+    """The result of a cell that Ctrl-C stopped, from its run.json."""
+    info = read_info(run_dir)
+    return {"status": "KILLED", "reason": info.get("reason") or "interrupted by the user",
+            "step": info.get("step", 0), "mlflow_run_id": info.get("mlflow_run_id")}
+
+
 # ---- validation before anything runs ----------------------------------------------------------------
 def preflight(cells: list[Cell]) -> None:
-    """Data that must exist on disk is loaded once, and the device checked, before any cell starts."""
+    """Data that must exist on disk is loaded once, the device and the tracking URI checked, before any cell
+    starts."""
     from catlab.data import build_dataset
+    from catlab.tracking import check_uri
     from catlab.trainer import pick_device
     for device in sorted({c.cfg.train.device for c in cells}):
         pick_device(device)
+    for uri in sorted({c.cfg.run.tracking_uri for c in cells if c.cfg.run.mlflow}):
+        check_uri(uri)                    # a tracking URI whose scheme can never work
     seen = []
     for c in cells:
         if c.cfg.data.name != "shapes" and c.cfg.data not in seen:   # generated data cannot be missing
@@ -143,20 +177,30 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
     n = len(cells)
     index = {c.name: i + 1 for i, c in enumerate(cells)}
 
+    recorded = set()
+
     def done(c: Cell, res: dict) -> None:
+        recorded.add(c.name)
         print(f"[{index[c.name]}/{n}] {res['status'].lower()} {c.name} in {_fmt_time(res['seconds'])}"
               + (f" -- {res['reason']}" if res.get("reason") else ""), flush=True)
         on_done(c, res)
 
     if workers == 1:
         for c in todo:
-            start = f"[{index[c.name]}/{n}] start {c.name} -> {c.run_dir}"
-            done(c, run_cell(c.cfg.to_dict(), pid, c.tags(profile), None, start))
+            start, t0 = f"[{index[c.name]}/{n}] start {c.name} -> {c.run_dir}", time.time()
+            try:
+                res = run_cell(c.cfg.to_dict(), pid, c.tags(profile), None, start)
+            except KeyboardInterrupt:     # the trainer stopped the cell (a checkpoint, KILLED): record it
+                done(c, {**killed(c.run_dir), "seconds": time.time() - t0})
+                raise
+            done(c, res)
         return
     import multiprocessing
     threads = max(1, (os.cpu_count() or 1) // workers)
     print(f"{len(todo)} cells on {workers} worker processes, {threads} torch thread(s) each", flush=True)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(stop,)) as pool:
         futures = {}
         for c in todo:
             cfg = c.cfg.override({"run.progress": False}).to_dict()   # bars of parallel cells would interleave
@@ -178,7 +222,20 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
                 bar.refresh()
             bar.close()
         except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
+            stop.set()                    # running cells stop at the end of their step; queued ones do not start
+            bar.close()
+            print("catlab: interrupted; the running cells stop after their step and write a checkpoint "
+                  "(Ctrl-C again to stop them at once)", file=sys.stderr, flush=True)
+            for fut in futures:
+                fut.cancel()
+            for fut in futures:           # what each cell did (KILLED, or FINISHED at its last step)
+                if not fut.cancelled():
+                    try:
+                        res = fut.result()
+                    except BrokenProcessPool as e:
+                        res = {"status": "FAILED", "reason": f"worker process died ({e})", "seconds": 0.0}
+                    if futures[fut].name not in recorded:
+                        done(futures[fut], res)
             raise
 
 

@@ -103,8 +103,11 @@ def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, p
         raise UserError(f"{clash[0]} is searched by the space of {st.name}; drop the override, "
                         f"but got {clash[0]}={user[clash[0]]}")
     cfg = load_config({**below, **searched, **above})
+    from catlab.tracking import check_uri
     from catlab.trainer import pick_device
     pick_device(cfg.train.device)
+    if cfg.run.mlflow:
+        check_uri(cfg.run.tracking_uri)                    # a scheme that can never work: before any work
     t = cfg.train
     every = eval_every or max(t.log_every, math.ceil(t.steps / 5 / t.log_every) * t.log_every)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1 or every % t.log_every:

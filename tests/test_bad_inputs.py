@@ -4,16 +4,20 @@ Every case of the corpus gets one line on stderr (no traceback), a non-zero exit
 a run that started and failed), and leaves nothing half-written: the folder tree and every file in it are
 byte-for-byte what they were (no run dir, no studies/<x>, no .tmp), except that a failed run keeps its
 record (run.json FAILED). Grayscale and RGBA images are not bad input: they become 3 channels and train.
-A tracking server that is unusable is not bad input either: training goes on with JSONL (exit 0) and
-warns once (the trainer's documented choice: nothing is lost, `catlab sync RUN_DIR` replays it later).
+A tracking URI whose scheme can never work is bad input (exit 2, before any work); a tracking store that
+cannot be used (a server down, a sqlite file under a file) is not: training goes on with JSONL (exit 0)
+and one line says so (nothing is lost: `catlab sync RUN_DIR` replays it later). The read-only folder case
+runs as an unprivileged user (nobody) when the tests run as root, as CI does.
 """
 import contextlib
 import hashlib
 import json
 import os
+import pwd
 import shutil
-import socket
-import warnings
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,7 +31,8 @@ from catlab.cli import main
 from catlab.config import load_config, save_config
 from catlab.data import build_dataset
 from catlab.trainer import Hooks, train
-from conftest import FAST, no_network, state_equal
+from conftest import FAST, no_network
+from experiments import STUDIES, Study
 
 # 16 px, 3 scales: the cheapest real model. log_every=1 lets the fixture stop the run after step 1.
 BASE = FAST + ["train.steps=2", "train.log_every=1", "run.mlflow=false", "data.resolution=16", "model.stages=3"]
@@ -126,6 +131,17 @@ class WS:
         shutil.copytree(imgs, "imgs")
         return copy_run(run)
 
+    def env(self, key: str, value: str | None):
+        """Set (or, with None, unset) an environment variable for this case only."""
+        mp = self.request.getfixturevalue("monkeypatch")
+        mp.setenv(key, value) if value is not None else mp.delenv(key, raising=False)
+        return self
+
+    def study(self, study: Study) -> str:
+        """Register a study for this case only."""
+        self.request.getfixturevalue("monkeypatch").setitem(STUDIES, study.name, study)
+        return study.name
+
 
 def _other_config_dir(ws) -> Path:
     """A run dir of the K=2 config into which the K=3 run's checkpoint was copied by hand."""
@@ -171,11 +187,18 @@ def _folder(classes: dict[str, str | None]) -> Path:
     return Path("imgs")
 
 
-def _readonly_dir() -> Path:
-    d = Path("locked")
-    d.mkdir()
-    d.chmod(0o555)
-    return d
+def _both_ckpts(damage):
+    """last.pt and a prev.pt (a copy of it), both damaged."""
+    def fn(p: Path) -> None:
+        shutil.copy(p, p.with_name("prev.pt"))
+        damage(p)
+        damage(p.with_name("prev.pt"))
+    return fn
+
+
+SEARCH = ["search", "ablation-consistency-weight"]
+NO_SPACE = Study(name="no-space", summary="test only: no search space", base={}, profiles={"cpu": {}},
+                 axes={"a": {"x": {}}}, seeds=1)
 
 
 CASES = [
@@ -245,6 +268,10 @@ CASES = [
          "is unreadable or corrupt"),
     Case("ckpt-garbage-analyze", lambda ws: ["analyze", str(_ckpt(ws, _garbage)), "--metrics", "l2", "--n", "4"],
          2, "is unreadable or corrupt"),
+    Case("ckpt-and-prev-truncated-train", lambda ws: (_ckpt(ws, _both_ckpts(truncate)), ["train", *BASE])[1], 2,
+         "last.pt is unreadable or corrupt (RuntimeError), and the previous one"),
+    Case("ckpt-and-prev-garbage-train", lambda ws: (_ckpt(ws, _both_ckpts(_garbage)), ["train", *BASE])[1], 2,
+         "to start the run over"),
     Case("ckpt-empty-file", lambda ws: (_ckpt(ws, lambda p: p.write_bytes(b"")), ["train", *BASE])[1], 2,
          "is unreadable or corrupt"),
     Case("ckpt-not-a-dict", lambda ws: ["sample", str(_ckpt(ws, lambda p: torch.save(torch.zeros(3), p))),
@@ -283,6 +310,46 @@ CASES = [
     Case("ablate-zero-seeds", lambda ws: ["ablate", "ablation-consistency", "--seeds", "0"], 2,
          "--seeds must be an int >= 1"),
     Case("sync-missing-run-dir", lambda ws: ["sync", "runs/nope"], 2, "is not a catlab run dir"),
+    # -- search options
+    Case("search-zero-trials", lambda ws: [*SEARCH, "--trials", "0"], 2, "--trials must be an int >= 1"),
+    Case("search-trials-not-int", lambda ws: [*SEARCH, "--trials", "many"], 2, "invalid int value: 'many'"),
+    Case("search-no-trials", lambda ws: [*SEARCH], 2, "the following arguments are required: --trials"),
+    Case("search-zero-workers", lambda ws: [*SEARCH, "--trials", "2", "--workers", "0"], 2,
+         "--workers must be an int >= 1"),
+    Case("search-unknown-objective", lambda ws: [*SEARCH, "--trials", "2", "--objective", "ssim"], 2,
+         "argument --objective: invalid choice: 'ssim'"),
+    Case("search-negative-timeout", lambda ws: [*SEARCH, "--trials", "2", "--timeout", "-5"], 2,
+         "--timeout must be a number of seconds > 0, but got timeout=-5.0"),
+    Case("search-nan-timeout", lambda ws: [*SEARCH, "--trials", "2", "--timeout", "nan"], 2,
+         "--timeout must be a number of seconds > 0"),
+    Case("search-unknown-profile", lambda ws: [*SEARCH, "--trials", "2", "--profile", "tpu"], 2,
+         "argument --profile: invalid choice: 'tpu'"),
+    Case("search-unknown-study", lambda ws: ["search", "nope", "--trials", "2"], 2, "study must be one of"),
+    Case("search-study-without-space", lambda ws: ["search", ws.study(NO_SPACE), "--trials", "2"], 2,
+         "study must declare a search space (space=...), but got study='no-space' without one"),
+    Case("search-bad-override", lambda ws: [*SEARCH, "--trials", "2", "train.stepz=3"], 2,
+         "unknown config key 'train.stepz'"),
+    Case("search-override-of-the-space", lambda ws: [*SEARCH, "--trials", "2", "loss.consistency.weight=1"], 2,
+         "loss.consistency.weight is searched by the space of ablation-consistency-weight"),
+    # -- tracking URIs that can never work: before any work, whatever the command
+    Case("mlflow-uri-bogus-scheme-train", lambda ws: (ws.env("MLFLOW_TRACKING_URI", "bogus://nowhere"),
+                                                      ["train", *BASE, "run.mlflow=true"])[1], 2,
+         "MLFLOW_TRACKING_URI must use a scheme MLflow can track to"),
+    Case("mlflow-uri-typo-train", lambda ws: (ws.env("MLFLOW_TRACKING_URI", "htp://127.0.0.1:5000"),
+                                              ["train", *BASE, "run.mlflow=true"])[1], 2,
+         "but got MLFLOW_TRACKING_URI='htp://127.0.0.1:5000'"),
+    Case("mlflow-config-uri-bogus-train", lambda ws: (ws.env("MLFLOW_TRACKING_URI", None),
+                                                      ["train", *BASE, "run.mlflow=true",
+                                                       "run.tracking_uri=bogus://x"])[1], 2,
+         "run.tracking_uri must use a scheme MLflow can track to"),
+    Case("mlflow-uri-bogus-ablate", lambda ws: (ws.env("MLFLOW_TRACKING_URI", "bogus://nowhere"),
+                                                ["ablate", "ablation-consistency", "--seeds", "1", "train.steps=2", "data.n=64"])[1],
+         2, "MLFLOW_TRACKING_URI must use a scheme"),
+    Case("mlflow-uri-bogus-search", lambda ws: (ws.env("MLFLOW_TRACKING_URI", "bogus://nowhere"),
+                                                [*SEARCH, "--trials", "1"])[1], 2,
+         "MLFLOW_TRACKING_URI must use a scheme"),
+    Case("mlflow-uri-bogus-sync", lambda ws: ["sync", str(ws.env("MLFLOW_TRACKING_URI", "bogus://x").run())], 2,
+         "MLFLOW_TRACKING_URI must use a scheme"),
     # -- run dirs that cannot be written
     Case("run-dir-is-a-file", lambda ws: (Path("afile").write_text("x"), ["train", *BASE, "--run-dir", "afile"])[1],
          2, "cannot be written"),
@@ -290,9 +357,6 @@ CASES = [
                                              ["train", *BASE, "--run-dir", "afile/run"])[1], 2, "cannot be written"),
     Case("run-root-under-a-file", lambda ws: (Path("afile").write_text("x"), ["train", *BASE, "run.root=afile"])[1],
          2, "cannot be written"),
-    pytest.param(Case("run-dir-read-only", lambda ws: ["train", *BASE, "--run-dir", str(_readonly_dir() / "run")], 2,
-                      "cannot be written"), id="run-dir-read-only",
-                 marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only dirs")),
     # -- a run that starts and fails: exit 1, its record kept (run.json FAILED), no checkpoint, no temp file
     Case("run-diverges", lambda ws: ["train", *BASE, "train.lr_g=1e38", "train.lr_d=1e38"], 1,
          "non-finite"),
@@ -368,20 +432,81 @@ def test_rgba_is_composited_on_white(workdir):
 
 
 # ---- not bad input: a tracking store that cannot be used --------------------------------------------------
-@pytest.mark.parametrize("uri", ["bogus://x", "sqlite:///{tmp}/afile/mlflow.db"], ids=["bogus-scheme", "sqlite-under-a-file"])
-def test_unusable_mlflow_uri_trains_with_jsonl_and_warns_once(uri, workdir, monkeypatch, capsys):
+def test_unusable_mlflow_store_trains_with_jsonl_and_says_so_in_one_line(workdir, monkeypatch, capsys):
+    """A sqlite store under a file (a server that is down: tests/test_faults.py): the scheme is fine, the
+    store is not; training goes on with JSONL."""
     (workdir / "afile").write_text("x")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(tmp=workdir))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code = main(["train", *BASE, "train.steps=1", "run.mlflow=true"])
-    ours = [w for w in caught if "MLflow at" in str(w.message)]
-    assert code == 0, capsys.readouterr().err
-    assert len(ours) == 1, [str(w.message) for w in caught]
+    uri = f"sqlite:///{workdir}/afile/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    capsys.readouterr()
+    code = main(["train", *BASE, "train.steps=1", "run.mlflow=true"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0, err
     run = next(workdir.glob("runs/*"))
-    assert f"catlab sync {Path('runs') / run.name}" in str(ours[0].message) and "continuing with JSONL only" in str(ours[0].message)
+    assert len(err) == 1, err                                          # no Python warning, no source line
+    assert err[0].startswith(f"catlab: warning: MLflow at {uri} failed (") and \
+        err[0].endswith(f"continuing with JSONL only. Sync afterwards with: catlab sync {Path('runs') / run.name}")
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "FINISHED" and info["mlflow_run_id"] is None
     names = {json.loads(x)["name"] for x in (run / "metrics.jsonl").read_text().splitlines()}
     assert {"d_loss", "g_loss", "cons"} <= names
     assert (workdir / "afile").read_text() == "x"
+
+
+# ---- a read-only folder, as a user who cannot write there ------------------------------------------------
+def _as_user(uid: int, gid: int, cwd: Path, argv: list[str]) -> int:
+    """main(argv) in a forked child that runs as uid:gid in cwd; its exit code. (A fork, not a new
+    interpreter: the venv's Python may live under /root, which nobody may read. One torch thread in the
+    child, as in DataLoader workers: OpenMP's pool does not survive a fork.)"""
+    pid = os.fork()
+    if pid == 0:                                                       # the child: never returns
+        code = 3
+        try:
+            torch.set_num_threads(1)
+            os.chdir(cwd)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            assert os.geteuid() == uid and os.getegid() == gid
+            code = main(argv)
+        except BaseException:  # noqa: BLE001 -- report it through the exit code and stderr
+            import traceback
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_run_dir_read_only_as_unprivileged_user(workdir, capfd):
+    """--run-dir under a folder the user may not write: exit 2, one line, nothing written. Root writes
+    anywhere, so under root (CI) the command runs as `nobody` (a forked child that drops to its uid)."""
+    argv = ["train", *BASE, "--run-dir", "locked/run"]
+    root = Path(tempfile.mkdtemp(prefix="catlab-ro-"))                # not under pytest's 0700 tmp
+    case, locked = root / "case", root / "case" / "locked"
+    try:
+        locked.mkdir(parents=True)
+        for d in (root, case):
+            d.chmod(0o755)
+        locked.chmod(0o555)                                            # owned by us: read-only to others
+        before = snapshot(case)
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            (workdir / "afile").write_text("x")                        # the same path in this process first,
+            assert main(["train", *BASE, "--run-dir", "afile/run"]) == 2  # so the child imports nothing
+            capfd.readouterr()
+            code = _as_user(nobody.pw_uid, nobody.pw_gid, case, argv)
+        else:
+            with contextlib.chdir(case):
+                capfd.readouterr()
+                code = main(argv)
+        err = capfd.readouterr().err
+        after = snapshot(case)
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(root, ignore_errors=True)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0] == "catlab: error: --run-dir locked/run cannot be written (Permission denied)", lines
+    assert after == before

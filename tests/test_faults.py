@@ -1,5 +1,6 @@
-"""Faults: SIGKILL at random points, checkpoint writes that fail part-way, an unreachable MLflow server
-(then `catlab sync`), and the security rules (weights_only loads, no network unless asked)."""
+"""Faults: SIGKILL at random points, checkpoint writes that fail part-way, a damaged last checkpoint (resume
+from the one before), an unreachable MLflow server (then `catlab sync`), a tracking URI that can never work,
+and the security rules (weights_only loads, no network unless asked)."""
 import ast
 import json
 import random
@@ -7,8 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-import warnings
+import threading
 from pathlib import Path
 
 import pytest
@@ -160,6 +160,73 @@ def test_training_whose_checkpoint_write_fails_keeps_the_previous_one_and_resume
     assert safe_load(run_dir / "ckpt" / "last.pt")["step"] == 2 and not list(run_dir.rglob("*.tmp"))
 
 
+# ---- a damaged last checkpoint: resume from the one before it -------------------------------------------
+DAMAGED = SMALL[:-1] + ["run.mlflow=true", "train.steps=6", "train.ckpt_every=2"]   # log_every=2 (FAST)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """The damaged runs' config, trained 6 steps without a stop (no MLflow)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("straight"))
+        return train(load_config(DAMAGED + ["run.mlflow=false"])).run_dir.resolve()
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_last_checkpoint_resumes_from_the_previous_one_exactly(damage, workdir, straight_run, capsys):
+    """A run stopped at step 4 keeps ckpt/last.pt (step 4) and ckpt/prev.pt (step 2). last.pt truncated, or
+    missing (a save cut between its two renames): the same command resumes from prev.pt with one line, ends
+    bitwise like the straight run, and its MLflow run holds every (name, step) once."""
+    from mlflow.tracking import MlflowClient
+    cfg = load_config(DAMAGED)
+    stopped = train(cfg, Hooks(abort_fn=lambda step: "stop" if step == 4 else None))
+    ckpt_dir = stopped.run_dir / "ckpt"
+    assert (safe_load(ckpt_dir / "last.pt")["step"], safe_load(ckpt_dir / "prev.pt")["step"]) == (4, 2)
+    (_truncate if damage == "truncated" else Path.unlink)(ckpt_dir / "last.pt")
+    capsys.readouterr()
+    result = train(cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    why = "is unreadable or corrupt (RuntimeError)" if damage == "truncated" else "is missing"
+    kept = " (the damaged file is kept as last.pt.damaged)" if damage == "truncated" else ""
+    assert err == [f"catlab: checkpoint {ckpt_dir / 'last.pt'} {why}; resuming from the previous one, "
+                   f"{ckpt_dir / 'prev.pt'} (step 2){kept}"], err
+    assert result.status == "FINISHED" and result.step == 6
+    assert (ckpt_dir / "last.pt.damaged").exists() == (damage == "truncated")
+    assert (safe_load(ckpt_dir / "last.pt")["step"], safe_load(ckpt_dir / "prev.pt")["step"]) == (6, 4)
+    a, b = safe_load(ckpt_dir / "last.pt"), safe_load(straight_run / "ckpt" / "last.pt")
+    for key in STATE_KEYS:
+        assert state_equal(a[key], b[key]), f"{key} differs after resuming from prev.pt"
+    jsonl = _metrics(stopped.run_dir)
+    assert jsonl == _metrics(straight_run)                               # steps 2, 4, 6, each once
+    client = MlflowClient()
+    assert result.mlflow_run_id == stopped.mlflow_run_id
+    for name in ("d_loss", "g_loss", "cons", "img_per_s"):
+        history = client.get_metric_history(result.mlflow_run_id, name)
+        assert sorted(m.step for m in history) == [2, 4, 6], (name, [m.step for m in history])
+        if name != "img_per_s":
+            assert {(m.step, m.value) for m in history} == {(s, v) for (n, s), v in jsonl.items() if n == name}
+
+
+def test_no_readable_checkpoint_is_one_line_naming_the_file(workdir, capsys):
+    cfg = load_config(SMALL + ["train.steps=4", "train.ckpt_every=1"])
+    stopped = train(cfg, Hooks(abort_fn=lambda step: "stop" if step == 2 else None))
+    ckpt_dir = stopped.run_dir / "ckpt"
+    for name in ("last.pt", "prev.pt"):
+        _truncate(ckpt_dir / name)
+    files = sorted((p.name, p.read_bytes()) for p in ckpt_dir.iterdir())
+    capsys.readouterr()
+    assert main(["train", *SMALL, "train.steps=4", "train.ckpt_every=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"catlab: error: checkpoint {ckpt_dir / 'last.pt'} is unreadable or corrupt (RuntimeError), and "
+                   f"the previous one, {ckpt_dir / 'prev.pt'}, is unreadable or corrupt (RuntimeError); "
+                   f"delete {ckpt_dir} to start the run over"], err
+    assert sorted((p.name, p.read_bytes()) for p in ckpt_dir.iterdir()) == files     # nothing renamed
+
+
 # ---- MLflow: unreachable server, then catlab sync --------------------------------------------------------
 def closed_port() -> int:
     with socket.socket() as s:
@@ -168,23 +235,51 @@ def closed_port() -> int:
 
 
 def _train_cli(argv, capsys) -> tuple[int, list[str]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code = main(["train", *argv])
-    return code, [str(w.message) for w in caught if "MLflow at" in str(w.message)]
+    """(exit code, the MLflow lines on stderr); the stderr holds nothing else (no Python warning source)."""
+    capsys.readouterr()
+    code = main(["train", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    ours = [ln for ln in err if "MLflow at" in ln]
+    assert err == ours and not any("warn(" in ln or "Warning" in ln for ln in err), err
+    return code, ours
 
 
-def test_mlflow_fails_fast_by_default(monkeypatch):
-    """Unless the user set them, MLflow's HTTP retries are few and short: a dead server costs seconds."""
+@pytest.fixture
+def dropping_server():
+    """A TCP server on 127.0.0.1 that accepts and at once closes every connection; yields (url, accepts)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    accepts = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:                               # closed: the test is over
+                return
+            accepts.append(1)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}", accepts
+    srv.close()
+
+
+def test_mlflow_fails_fast_by_default(monkeypatch, dropping_server, capsys):
+    """Unless the user set them, MLflow's HTTP retries are few (FAIL_FAST: 1 + 2 attempts; MLflow's own
+    default is 1 + 7 with a longer backoff); the sink is off after the first failure, announced in one line."""
     for key in tracking.FAIL_FAST:
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)                           # restored (absent) after the test
-    ml = tracking.MLflow(f"http://127.0.0.1:{closed_port()}")
-    t0 = time.perf_counter()
-    with pytest.warns(UserWarning, match="continuing with JSONL only") as caught:
-        assert ml.create_run("catlab", "x") is None
-        ml.log_metrics("x", [("a", 1.0, 1)])              # off after the first failure: no second warning
-    assert time.perf_counter() - t0 < 30 and len(caught) == 1 and not ml.ok
+    url, accepts = dropping_server
+    ml = tracking.MLflow(url)
+    assert ml.create_run("catlab", "x") is None
+    assert len(accepts) == 1 + int(tracking.FAIL_FAST["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) == 3
+    ml.log_metrics("x", [("a", 1.0, 1)])                  # off after the first failure: nothing is tried
+    assert len(accepts) == 3 and not ml.ok
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"catlab: warning: MLflow at {url} failed (") and \
+        err[0].endswith("continuing with JSONL only. Sync afterwards with: catlab sync RUN_DIR"), err
 
 
 def test_unreachable_mlflow_trains_with_jsonl_warns_once_then_sync_sends_it(workdir, monkeypatch, capsys):
@@ -233,12 +328,13 @@ def test_mlflow_lost_mid_run_then_sync_continues_the_same_run(workdir, capsys):
     def outage(step, state):
         if step == 3:
             tracking._active.mlflow._client = MlflowClient(f"http://127.0.0.1:{port}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = train(load_config(SMALL + ["train.steps=4", "train.ckpt_every=2", "run.mlflow=true"]),
-                       Hooks(step_fn=outage))
+    capsys.readouterr()
+    result = train(load_config(SMALL + ["train.steps=4", "train.ckpt_every=2", "run.mlflow=true"]),
+                   Hooks(step_fn=outage))
     assert result.status == "FINISHED"
-    assert len([w for w in caught if "MLflow at" in str(w.message)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("catlab: warning: MLflow at ") and \
+        f"127.0.0.1:{port}" in err[0] and f"catlab sync {Path('runs') / result.run_dir.name}" in err[0], err
     client = MlflowClient()
     assert [m.step for m in client.get_metric_history(result.mlflow_run_id, "d_loss")] == [2]
     assert client.get_run(result.mlflow_run_id).info.status == "RUNNING"   # its end was never sent
