@@ -29,8 +29,10 @@ from catlab.errors import UserError
 
 QUALITY = ("fid", "kid", "prc", "isc", "shape")   # shape: shape_acc, `shapes` runs only
 DISTANCES = ("l2", "l1", "lpips-domain", "lpips-alex", "lpips-vgg", "lpips-squeeze")
-PROFILES = {"cpu": {"n": 500, "curve_n": 256, "batch": 256, "device": "cpu"},  # samples per evaluation, chunk
-            "gpu": {"n": 10000, "batch": 1024, "device": "cuda"}}
+# samples per evaluation, chunk, device; curve_fid: FID at every snapshot (on the cpu only shape_acc: FID per
+# snapshot costs 4 x curve_n float64 feature extractions per snapshot, most of a cell's analysis)
+PROFILES = {"cpu": {"n": 500, "curve_n": 256, "batch": 256, "device": "cpu", "curve_fid": False},
+            "gpu": {"n": 10000, "batch": 1024, "device": "cuda", "curve_fid": True}}
 STUDY_ROOT = Path("studies")
 CELL_COLUMNS = ("cell", "seed", "run_dir", "status", "reason", "config_hash", "mlflow_run_id")
 

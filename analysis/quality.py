@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -337,35 +338,76 @@ def evaluate_run(run_dir, n: int = 1000, metrics=("fid", "kid", "shape"), distan
 
 
 # ---- studies ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalSettings:
+    """What one cell's evaluation computes (evaluate_cell): the same settings give the same memo keys, so a
+    cell evaluated by its worker right after training is read back by the study's analysis."""
+    n: int = 500
+    metrics: tuple = ("fid", "kid", "shape")
+    distances: tuple = ("l2", "lpips-domain")
+    extractor: str = "auto"
+    batch: int = 256
+    device: str = "cpu"
+    drift: bool = True
+    curve: bool = True
+    curve_n: int = 256
+    curve_fid: bool = True          # the first quality metric at every snapshot (else shape_acc only)
+
+
+def eval_settings(profile: str = "cpu", **changes) -> EvalSettings:
+    """The settings of a profile (analysis.driver.PROFILES: n, batch, device, curve_n, curve_fid), with
+    changes (None values are ignored)."""
+    from analysis.driver import profile_options
+    opts = profile_options(profile)
+    base = {k: opts[k] for k in ("n", "batch", "device") if k in opts}
+    base["curve_n"] = opts.get("curve_n", base.get("n", 500))
+    base["curve_fid"] = opts.get("curve_fid", True)
+    base.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in changes.items() if v is not None})
+    return EvalSettings(**base)
+
+
+def evaluate_cell(run_dir, es: EvalSettings, reuse: bool = True) -> dict[str, pd.DataFrame]:
+    """One cell of a study: {"table": evaluate_run, "diagnostics"/"drift"/"curve": analysis.trajectory}."""
+    from analysis.trajectory import run_trajectory
+    table = evaluate_run(run_dir, es.n, es.metrics, es.distances, es.extractor, es.batch, es.device, reuse=reuse)
+    first = tuple(m for m in es.metrics if m != "shape")[:1] if es.curve_fid else ()
+    parts = (("drift",) if es.drift else ()) + ("diagnostics",) + \
+        (("curve",) if es.curve and (first or "shape" in es.metrics) else ())
+    sizes = {"drift": EVAL_N, "diagnostics": DIAG_N, "curve": es.curve_n}
+    out = run_trajectory(run_dir, parts, sizes, distances=("l2",), metrics=first, shape="shape" in es.metrics,
+                         extractor=es.extractor, batch=es.batch, device=es.device, reuse=reuse)
+    return {"table": table, **out}
+
+
 def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shape"),
                    distances=("l2", "lpips-domain"),
                    extractor: str = "auto", batch: int | None = None, device: str | None = None,
                    profile: str = "cpu", drift: bool = True, curve: bool = True, curve_n: int | None = None,
-                   progress: bool = True, reuse: bool = True, claims=()) -> pd.DataFrame:
-    """evaluate_run over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
+                   progress: bool = True, reuse: bool = True, claims=(), curve_fid: bool | None = None) -> pd.DataFrame:
+    """evaluate_cell over the FINISHED cells of cells.csv; writes table.csv, summary.csv (per arm x metric x
     stage), tests.csv (paired by seed, per 2-valued axis), and over training (analysis.trajectory, one
     generation per EMA snapshot): diagnostics_curve.csv (the L2 diagnostics on the fixed eval set),
-    drift.csv (drift=True) and curve.csv (curve=True: the first quality metric but shape, and shape_acc,
-    curve_n samples, default n); logs the summary to the study's parent MLflow run. n, batch, device default to the profile's
-    (analysis.driver.PROFILES). reuse: read unchanged runs' results back from their analysis/ folders.
+    drift.csv (drift=True) and curve.csv (curve=True: shape_acc, and on profiles with curve_fid the first
+    quality metric, at every snapshot, curve_n samples); logs the summary to the study's parent MLflow run.
+    n, batch, device, curve_n default to the profile's (analysis.driver.PROFILES). reuse: read unchanged
+    runs' results back from their analysis/ folders (a worker evaluates its cell right after training).
     claims: the study's Claims (experiments.Claim): their verdicts go to claims.csv (analysis.claims).
     Rows that hold by definition (rewrite and direction at stage K-1) are left out of tests.csv.
     Returns the table (attrs["info"]: summary, tests, axes, runs' infos, parent_run_id, claims)."""
     from analysis.claims import drop_by_definition, verdicts
-    from analysis.driver import log_study, per_cell, profile_options, read_cells, study_tests
+    from analysis.driver import log_study, per_cell, read_cells, study_tests
     from analysis.stats import summarize
     from catlab.checkpoint import run_config
-    opts = profile_options(profile)
-    n, batch, device = n or opts["n"], batch or opts["batch"], device or opts["device"]
-    curve_n = curve_n or opts.get("curve_n", n)
+    es = eval_settings(profile, n=n, metrics=metrics, distances=distances, extractor=extractor, batch=batch,
+                       device=device, drift=drift, curve=curve, curve_n=curve_n, curve_fid=curve_fid)
     study_dir = Path(study_dir)
     cells, axes = read_cells(study_dir)
-    infos = []
+    infos, runs = [], {}
 
     def one(run_dir):
-        df = evaluate_run(run_dir, n, metrics, distances, extractor, batch, device, reuse=reuse)
-        infos.append(df.attrs["info"])
-        return df
+        runs[str(run_dir)] = evaluate_cell(run_dir, es, reuse)
+        infos.append(runs[str(run_dir)]["table"].attrs["info"])
+        return runs[str(run_dir)]["table"]
     table = per_cell(cells, axes, one, f"analyze {study_dir.name}", progress)
     table.to_csv(study_dir / "table.csv", index=False)
     summary = summarize(table, by=[*axes, "metric", "stage"])
@@ -375,21 +417,8 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shap
         tests.to_csv(study_dir / "tests.csv", index=False)
     elif (study_dir / "tests.csv").exists():
         (study_dir / "tests.csv").unlink()                    # no 2-valued axis any more: no stale tests
-    first = tuple(m for m in metrics if m != "shape")[:1]
-    parts = (("drift",) if drift else ()) + ("diagnostics",) + (("curve",) if curve and (first or "shape" in metrics) else ())
-    from analysis.trajectory import run_trajectory
-    sizes = {"drift": EVAL_N, "diagnostics": DIAG_N, "curve": curve_n or n}
-    runs = {}
-
-    def over_training(run_dir):
-        runs[str(run_dir)] = run_trajectory(run_dir, parts, sizes, distances=("l2",), metrics=first,
-                                            shape="shape" in metrics, extractor=extractor, batch=batch,
-                                            device=device, reuse=reuse)
-        return runs[str(run_dir)]["diagnostics"]
-    per_cell(cells, axes, over_training, f"over training {study_dir.name}", progress
-             ).to_csv(study_dir / "diagnostics_curve.csv", index=False)
-    for part, name in (("drift", "drift.csv"), ("curve", "curve.csv")):
-        if part in parts:
+    for part, name in (("diagnostics", "diagnostics_curve.csv"), ("drift", "drift.csv"), ("curve", "curve.csv")):
+        if all(part in r for r in runs.values()):
             per_cell(cells, axes, lambda r: runs[str(r)][part], part, False).to_csv(study_dir / name, index=False)
     verdicts_df = verdicts(table, claims, axes) if claims else None
     if verdicts_df is not None:

@@ -170,7 +170,8 @@ def test_evaluate_study_writes_tables(run, tmp_path):
     pd.DataFrame(rows).to_csv(study / "cells.csv", index=False)
     parent = MLflow().create_run("catlab", "toy")
     (study / "study.json").write_text(json.dumps({"study": "toy", "parent_run_id": parent}))
-    table = Q.evaluate_study(study, n=N, metrics=("fid",), distances=("l2",), curve=True, progress=False)
+    table = Q.evaluate_study(study, n=N, metrics=("fid",), distances=("l2",), curve=True, curve_fid=True,
+                             progress=False)
     assert list(table.columns) == ["cell", "seed", "consistency", "metric", "stage", "value"]
     assert len(table) == 4 * (3 * 3 + 4)
     summary = pd.read_csv(study / "summary.csv")
