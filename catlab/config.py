@@ -165,7 +165,8 @@ class TrainConfig:
     sample_every: int = 100         # sample grid every N steps (and at the end)
     device: str = "auto"            # auto | cpu | cuda
     compile: bool = False           # torch.compile the networks (GPU profile)
-    fakes: str = "fresh"            # fresh: a new z for D's and G's phases; shared: one G forward per step
+    fakes: str = "shared"           # shared: one G forward per step (cpu recipe, docs/cpu-recipe.md); fresh: a new z
+                                    # for D's and G's phases
 
     def __post_init__(self):
         for key in ("steps", "batch", "ckpt_every", "log_every", "sample_every"):

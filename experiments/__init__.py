@@ -92,6 +92,7 @@ MODULES = (
     "ablation_distance",
     "ablation_discriminator",
     "ablation_model_size",
+    "calibration_consistency",
 )
 
 for _module in MODULES:

@@ -25,7 +25,7 @@ CPU = {"data.name": "shapes", "model.size": "tiny"}
 GPU = {
     "data.name": "cifar10", "data.download": True, "data.n": 0,
     "model.size": "S", "model.discriminator": "scalewise", "loss.scale_weights": "uniform",
-    "train.device": "cuda", "train.precision": "bf16",
+    "train.device": "cuda", "train.precision": "bf16", "train.fakes": "fresh",
     "train.steps": 20000, "train.batch": 128,
     "loss.reg.kind": "approx", "loss.reg.gamma": 0.1, "loss.consistency.weight": 0.1,
     "train.width_lr": True, "train.lr_g": 2e-4, "train.lr_d": 2e-4, "train.ema": 0.999,

@@ -21,7 +21,7 @@ from experiments.runner import ablate
 TINY = FAST + ["train.steps=2", "data.n=64", "train.batch=4"]
 NAMES = ["ablation-consistency", "ablation-scale-weights", "ablation-consistency-stage-weights",
          "ablation-consistency-weight", "ablation-anchor", "ablation-distance", "ablation-discriminator",
-         "ablation-model-size"]
+         "ablation-model-size", "calibration-consistency"]
 CELL_COLUMNS = ["cell", "seed", "consistency", "run_dir", "status", "reason", "config_hash", "mlflow_run_id"]
 
 
@@ -44,15 +44,17 @@ def _stub_analysis(monkeypatch, calls):
 
 
 # ---- the registry -----------------------------------------------------------------------------------
-def test_registry_holds_the_eight_studies_and_refuses_duplicates():
+def test_registry_holds_the_nine_studies_and_refuses_duplicates():
     assert list(STUDIES) == NAMES
     with pytest.raises(ValueError, match="already registered"):
         register(STUDIES["ablation-consistency"])
     for name, st in STUDIES.items():
         assert st.name == name and set(st.profiles) == {"cpu", "gpu"} and st.seeds == 3 and st.summary
         assert f"catlab ablate {name}" in st.doc and "wall time" in st.doc and "outcome" in st.doc.lower()
-        assert st.profiles["cpu"]["data.name"] == "shapes" and st.profiles["cpu"]["model.size"] == "tiny"
-        assert "train.steps" not in {**st.base, **st.profiles["cpu"]}        # the config default
+        assert st.profiles["cpu"]["model.size"] == "tiny"
+        if name != "calibration-consistency":          # the sweep that calibrates the default sets its own
+            assert st.profiles["cpu"]["data.name"] == "shapes"
+            assert "train.steps" not in {**st.base, **st.profiles["cpu"]}    # the config default
         assert st.profiles["gpu"]["train.precision"] == "bf16" and st.profiles["gpu"]["data.name"] == "cifar10"
     on = STUDIES["ablation-consistency"].axes["consistency"]
     assert on == {"on": {}, "off": {"loss.consistency.weight": 0.0}}     # on: the profile's lambda
@@ -86,10 +88,12 @@ def test_studies_import_no_optuna_and_spaces_give_valid_configs():
 @pytest.mark.parametrize("name", NAMES)
 def test_dry_run_prints_every_cell_and_trains_nothing(workdir, capsys, name):
     st = STUDIES[name]
+    axis_keys = {k for labels in st.axes.values() for over in labels.values() for k in over}
+    tiny = [o for o in TINY if o.split("=")[0] not in axis_keys]      # an axis' keys cannot be overridden
     for profile in ("cpu", "gpu"):
-        assert main(["ablate", name, *TINY, "--profile", profile, "--dry-run"]) == 0
+        assert main(["ablate", name, *tiny, "--profile", profile, "--dry-run"]) == 0
         out = capsys.readouterr().out
-        cells = build_grid(st, profile, st.seeds, TINY)
+        cells = build_grid(st, profile, st.seeds, tiny)
         assert len(cells) == len(st.arms()) * st.seeds
         assert f"= {len(cells)} cells" in out
         for c in cells:
