@@ -371,3 +371,36 @@ def test_bad_stores_are_one_line_user_errors(tmp_path):
         build_dataset(_cfg(folder).data)
     with pytest.raises(UserError, match="no manifest.json in it"):
         build_dataset(_cfg(tmp_path).data)
+
+
+def test_training_on_a_store_is_bitwise_training_on_the_same_npz(workdir):
+    """The store trains exactly like the same latents in memory: same weights, optimisers and data position."""
+    _store(workdir)
+    runs = {}
+    for name in ("st", "st.npz"):
+        cfg = _cfg(workdir / name, *FAST, "train.steps=3", "run.mlflow=false", f"run.root=r-{name}")
+        assert train(cfg).status == "FINISHED"
+        runs[name] = safe_load(next((workdir / f"r-{name}").glob("*/ckpt/last.pt")))
+    a, b = runs["st"], runs["st.npz"]
+    assert a["data"] == b["data"] == {"epoch": 0, "position": 24, "seed": 0, "world": 1}
+    from conftest import state_equal
+    for key in ("G", "D", "G_ema", "opt_g", "opt_d"):
+        assert state_equal(a[key], b[key]), key
+
+
+@pytest.mark.slow
+def test_training_peak_rss_does_not_grow_with_the_store(tmp_path):
+    """bench/latents.py rss at a smaller size: stores of 2,000 and 40,000 rows (16 and 313 MB). The in-memory
+    .npz of the large one is the contrast that shows the check can fail."""
+    import sys
+    from argparse import Namespace
+    from pathlib import Path
+    if not Path("/usr/bin/time").exists():
+        pytest.skip("GNU time (/usr/bin/time) is not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from latents import rss
+    r = rss(Namespace(n=2000, factor=20, steps=4, npz=True, dir=str(tmp_path)))
+    sets = r["sets"]
+    print({k: round(v["train_peak_rss_mb"], 1) for k, v in sets.items()})
+    assert r["train_rss_ratio"] < 1.10 and r["epoch_rss_ratio"] < 1.10
+    assert sets["large-npz"]["train_peak_rss_mb"] > 1.10 * sets["small"]["train_peak_rss_mb"]
