@@ -50,6 +50,7 @@ b = Batcher(data, 512, seed=0)
 total = 0.0
 while b.epoch == 0:
     total += float(next(b)[0][:, 0, 0, 0].sum())
+assert len(data) == b.n and data.reader is not None or "npz" in sys.argv[1], "not the whole store, mapped"
 print(len(data), total)
 """
 
@@ -93,12 +94,12 @@ def rss(args) -> dict:
     rows = {}
     py = sys.executable
     for name, spec in sets.items():
-        over = [f"data.name={spec}", "data.resolution=32", f"train.steps={args.steps}", "train.batch=32",
+        over = [f"data.name={spec}", "data.resolution=32", "data.n=0", f"train.steps={args.steps}", "train.batch=32",
                 "train.log_every=5", f"train.sample_every={10 * args.steps}", f"train.ckpt_every={10 * args.steps}",
                 "run.mlflow=false", "run.progress=false", f"run.root={work / 'runs' / name}"]
         shutil.rmtree(work / "runs" / name, ignore_errors=True)
         train_mb, train_s = peak_rss_mb([py, "-m", "catlab", "train", *over], {"OMP_NUM_THREADS": "1"})
-        epoch_mb, epoch_s = peak_rss_mb([py, "-c", EPOCH_SCRIPT, f"data.name={spec}", "data.resolution=32"],
+        epoch_mb, epoch_s = peak_rss_mb([py, "-c", EPOCH_SCRIPT, f"data.name={spec}", "data.resolution=32", "data.n=0"],
                                         {"OMP_NUM_THREADS": "1"})
         size = sum(p.stat().st_size for p in Path(spec[len("latents:"):]).glob("*")) if "npz" not in name else \
             Path(spec[len("latents:"):]).stat().st_size
