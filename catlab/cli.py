@@ -17,6 +17,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
         raise UserError(message)
 
+    def _get_values(self, action, arg_strings):  # `--n=--` (argparse 3.11 would give [] unconverted)
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected one argument")
+        return super()._get_values(action, arg_strings)
+
+
+def _one_line(message) -> str:
+    """A message with the characters that could break it into lines (from a path, an override) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+
 
 def _overrides(p):
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=400")
@@ -259,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if debug:
             raise
-        print(f"catlab: error: {e}", file=sys.stderr)
+        print(f"catlab: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except RunFailed as e:
         if debug:
             raise
-        print(f"catlab: run failed: {e}", file=sys.stderr)
+        print(f"catlab: run failed: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("catlab: interrupted", file=sys.stderr)

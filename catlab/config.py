@@ -295,7 +295,7 @@ def _build(cls, values: dict, prefix: str = ""):
         key = f"{prefix}{name}"
         if name not in known:
             where = f" under {prefix[:-1]}" if prefix else ""
-            raise UserError(f"unknown config key '{key}'; valid keys{where}: {', '.join(known)}")
+            raise UserError(f"unknown config key {key!r}; valid keys{where}: {', '.join(known)}")
         tp = known[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(raw, dict):
@@ -314,7 +314,7 @@ def _nest(pairs: dict[str, object]) -> dict:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise UserError(f"config key '{key}' conflicts with another override")
+                raise UserError(f"config key {key!r} conflicts with another override")
         node[parts[-1]] = value
     return out
 
@@ -332,7 +332,7 @@ def parse_overrides(overrides: typing.Iterable[str] | dict) -> dict[str, object]
     pairs = {}
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"override '{item}' must look like key.sub=value")
+            raise UserError(f"override {item!r} must look like key.sub=value")
         key, value = item.split("=", 1)
         pairs[key.strip()] = value.strip()
     return pairs
@@ -374,6 +374,10 @@ def load_config_json(path: str | Path) -> Config:
         raise UserError(f"config file {path} does not exist") from None
     except json.JSONDecodeError as e:
         raise UserError(f"config file {path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not valid JSON (not UTF-8 text)") from None
+    except OSError as e:                                  # a folder, no permission
+        raise UserError(f"config file {path} cannot be read ({e.strerror})") from None
     if not isinstance(d, dict):
         raise UserError(f"config file {path} must hold a JSON object")
     return from_dict(d)

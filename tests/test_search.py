@@ -69,11 +69,19 @@ def check_parallel(study, n: int, err: str) -> None:
     assert "locked" not in err and "MLflow at" not in err and "Traceback" not in err
 
 
+def both_workers(study) -> None:
+    """Each of the two worker processes completed trials (a worker tags its trials with its id and pid)."""
+    workers = [t.user_attrs["worker"] for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len({w["id"] for w in workers}) == len({w["pid"] for w in workers}) == 2, workers
+    assert os.getpid() not in {w["pid"] for w in workers}                    # worker processes, not this one
+
+
 def test_journal_two_workers(env, capfd):
     assert search(STUDY, trials=3, workers=2, overrides=TINY + ["train.steps=2"], **EVAL) == 0
     out, err = capfd.readouterr()
     study = load(f"optuna/{STUDY}.journal")
     check_parallel(study, 3, err)
+    both_workers(study)
     hashes = {t.user_attrs["config_hash"] for t in study.get_trials()}
     assert all((env / t.user_attrs["run_dir"] / "ckpt" / "last.pt").exists() for t in study.get_trials())
     assert len(hashes) == 3
@@ -98,7 +106,10 @@ def postgres():
     """A throwaway PostgreSQL server on a free port, its unix socket in a temp dir; yields its URL."""
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed (no initdb in PATH or /usr/lib/postgresql/*/bin)")
+        why = "PostgreSQL is not installed (no initdb in PATH or /usr/lib/postgresql/*/bin)"
+        if os.environ.get("CATLAB_REQUIRE_POSTGRES"):                        # .ci/run: no skipping in CI
+            pytest.fail(f"{why}, and CATLAB_REQUIRE_POSTGRES is set")
+        pytest.skip(why)
     root = Path(tempfile.mkdtemp(prefix="catlab-pg-"))         # not under pytest's 0700 tmp: the server user reads it
     as_user = []
     if os.geteuid() == 0:                                      # initdb refuses root: run the server as postgres
@@ -123,6 +134,7 @@ def test_postgres_two_workers(env, postgres, capfd):
     assert search(STUDY, trials=2, workers=2, storage=postgres, overrides=TINY + ["train.steps=2"], **EVAL) == 0
     _, err = capfd.readouterr()
     check_parallel(load(postgres), 2, err)
+    both_workers(load(postgres))
     assert not (env / "optuna").exists()
 
 
