@@ -92,7 +92,8 @@ def http(server, workdir, monkeypatch):
 
 
 def jsonl_rows(run_dir: Path) -> list[tuple[str, int, float]]:
-    return [(r["name"], r["step"], r["value"]) for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["name"], r["step"], r["value"]) for r in map(json.loads, lines)]
 
 
 def server_rows(client, run_id: str) -> list[tuple[str, int, float]]:
