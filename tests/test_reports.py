@@ -6,6 +6,7 @@ drift between EMA snapshots and a Frechet distance on pooled pixels per scale fo
 """
 import json
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -163,34 +164,116 @@ def built(study):
 
 
 # ---- the end-to-end report ----------------------------------------------------------------------------
-class _Collect(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.imgs, self.links, self.tags = [], [], []
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class StrictHTML(HTMLParser):
+    """An HTML check that fails (ValueError, naming the line) where a browser would quietly repair or drop:
+    an end tag that does not close the innermost open element, an element left open, an end tag for a void
+    element, no <!DOCTYPE html>, a duplicate id, an #anchor without its id, a src/href that is empty, points
+    off the machine (the report is read offline) or names a file that does not exist next to the page."""
+
+    def __init__(self, base: Path):
+        super().__init__(convert_charrefs=True)
+        self.base, self.stack, self.ids, self.refs, self.tags, self.doctype = base, [], set(), [], [], False
+
+    def _fail(self, what: str):
+        raise ValueError(f"line {self.getpos()[0]}: {what}")
+
+    def handle_decl(self, decl):
+        self.doctype = self.doctype or decl.strip().lower() == "doctype html"
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
         a = dict(attrs)
-        if tag == "img":
-            self.imgs.append(a["src"])
-        if tag == "a":
-            self.links.append(a["href"])
+        if tag not in VOID:
+            self.stack.append((tag, self.getpos()[0]))
+        if "id" in a:
+            if a["id"] in self.ids:
+                self._fail(f"duplicate id {a['id']!r}")
+            self.ids.add(a["id"])
+        for key in ("src", "href"):
+            if key in a:
+                self.refs.append((tag, key, a[key], self.getpos()[0]))
+
+    def handle_startendtag(self, tag, attrs):            # <br/>, <img ... />
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            self._fail(f"</{tag}>: {tag} is a void element")
+        if not self.stack or self.stack[-1][0] != tag:
+            self._fail(f"</{tag}> closes " + (f"<{self.stack[-1][0]}> of line {self.stack[-1][1]}" if self.stack
+                                              else "nothing"))
+        self.stack.pop()
+
+    def close(self):
+        super().close()
+        if self.stack:
+            tag, line = self.stack[-1]
+            raise ValueError(f"line {line}: <{tag}> is never closed")
+        if not self.doctype:
+            raise ValueError("no <!DOCTYPE html>")
+        from urllib.parse import unquote, urlparse
+        for tag, key, ref, line in self.refs:
+            url = urlparse(ref or "")
+            if not ref:
+                raise ValueError(f"line {line}: <{tag} {key}> is empty")
+            if url.scheme or url.netloc or ref.startswith("/"):
+                raise ValueError(f"line {line}: <{tag} {key}={ref!r}> points off the page's folder")
+            if url.path and not (self.base / unquote(url.path)).is_file():
+                raise ValueError(f"line {line}: <{tag} {key}={ref!r}>: no such file next to the page")
+            if url.fragment and not url.path and url.fragment not in self.ids:
+                raise ValueError(f"line {line}: <{tag} {key}={ref!r}>: no element with that id")
 
 
-def test_html_parses_and_every_image_is_a_valid_png(built):
+def strict_html(path: Path) -> StrictHTML:
+    page = StrictHTML(path.parent)
+    page.feed(path.read_text())
+    page.close()
+    return page
+
+
+@pytest.mark.parametrize("html, error", [
+    ("<!DOCTYPE html><html><body><div><table></div></table></body></html>", "</div> closes <table>"),
+    ("<!DOCTYPE html><html><body><div><p>x</body></html>", "</body> closes <p>"),
+    ("<!DOCTYPE html><html><body><div>x</div>", "<body> is never closed"),
+    ("<!DOCTYPE html><html><body>x</body></html></div>", "</div> closes nothing"),
+    ("<!DOCTYPE html><html><body><img src='fig.png'></img></body></html>", "</img>: img is a void element"),
+    ("<html><body>x</body></html>", "no <!DOCTYPE html>"),
+    ("<!DOCTYPE html><html><body><img src='nope.png'></body></html>", "'nope.png'>: no such file"),
+    ("<!DOCTYPE html><html><body><a href='fig.pdf'>pdf</a></body></html>", "'fig.pdf'>: no such file"),
+    ("<!DOCTYPE html><html><body><a href='#claims'>x</a></body></html>", "no element with that id"),
+    ("<!DOCTYPE html><html><body><img src=''></body></html>", "<img src> is empty"),
+    ("<!DOCTYPE html><html><body><img src='https://x.org/a.png'></body></html>", "points off the page's folder"),
+    ("<!DOCTYPE html><html><body><p id='a'></p><p id='a'></p></body></html>", "duplicate id 'a'"),
+], ids=["crossed", "unclosed-inner", "unclosed-outer", "stray-end", "void-end", "no-doctype", "missing-img",
+        "missing-link", "missing-anchor", "empty-src", "remote", "duplicate-id"])
+def test_strict_html_check_fails_on_broken_pages(html, error, tmp_path):
+    (tmp_path / "fig.png").write_bytes(b"png")
+    ok = ("<!DOCTYPE html><html><body><h2 id='claims'>c</h2><a href='#claims'>x</a><img src='fig.png'><br/>"
+          "</body></html>")
+    (tmp_path / "ok.html").write_text(ok)
+    strict_html(tmp_path / "ok.html")
+    (tmp_path / "index.html").write_text(html)
+    with pytest.raises(ValueError, match=re.escape(error)):
+        strict_html(tmp_path / "index.html")
+
+
+def test_html_is_strictly_well_formed_and_every_image_is_a_valid_png(built):
     text = (built / "index.html").read_text()
-    p = _Collect()
-    p.feed(text)
-    p.close()
+    p = strict_html(built / "index.html")                # balanced tags; every reference exists
+    imgs = [ref for tag, key, ref, _ in p.refs if tag == "img"]
+    links = [ref for tag, key, ref, _ in p.refs if tag == "a"]
     assert {"html", "table", "img"} <= set(p.tags)
-    assert {"fig4.png", "fig5.png", "fig8.png", "drift.png"} <= set(p.imgs)
-    for src in p.imgs + [h for h in p.links if h.endswith((".pdf", ".md", ".tex"))]:
-        assert (built / src).is_file(), src
-    for src in p.imgs:
+    assert {"fig4.png", "fig5.png", "fig8.png", "drift.png"} <= set(imgs)
+    assert {h for h in links if h.endswith((".pdf", ".md", ".tex"))}, links
+    for src in imgs:
         with Image.open(built / src) as im:
             im.verify()
             assert im.format == "PNG"
-    # single-axis consistency study: no model-size, discriminator, sweep or heatmap figure
     assert not any((built / f"{n}.png").exists() for n in ("fig6", "fig7", "sweep", "heatmap"))
     # the config, the commands and the MLflow run ids (parent and every cell) are in the page
     cells = pd.read_csv(built.parents[2] / "studies" / STUDY / "cells.csv")
