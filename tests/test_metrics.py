@@ -1,20 +1,29 @@
 """catlab.metrics: agreement with torch-fidelity and lpips, batch-size invariance, the reference cache,
 the offline notice, the domain extractor and lpips-domain. Offline and small: where the real weights
-would be a download, the tests use random weights saved to a temporary file."""
+would be a download, the tests use random weights saved to a temporary file.
+
+The references are independent of catlab's code: torch-fidelity called with its keyword arguments
+written out here (not catlab's fidelity_kwargs), FID's closed form computed with scipy on features whose
+law we chose, and lpips built through its own constructor around a torchvision trunk loaded from the
+same file that catlab reads."""
 from __future__ import annotations
 
 import lpips
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
+from scipy import linalg
+from torch.utils.data import Dataset
 from torch_fidelity import calculate_metrics
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from catlab.errors import UserError
 from catlab.metrics import fidelity
 from catlab.metrics.extractor import NATIVE, WEIGHTS, DomainNet, load_domain_extractor, read_weights
-from catlab.metrics.fidelity import (DOMAIN_NAME, INCEPTION_FILE, DomainFeatureExtractor, UInt8Images,
-                                     count_name, fidelity_kwargs, protocol_name, quality)
+from catlab.metrics.fidelity import (DOMAIN_NAME, INCEPTION_FILE, DomainFeatureExtractor, count_name,
+                                     protocol_name, quality)
 from catlab.metrics.lpips_distance import PERCEPTUAL, lpips_distance, normalize_channels
 
 TOL = 1e-6
@@ -81,19 +90,83 @@ def test_domain_extractor_classifies_shapes_at_every_scale():
 
 
 # ---- torch-fidelity agreement -----------------------------------------------------------------------
-def direct(fake, real, extractor, weights, metrics=("fid",), batch_size=64):
-    kw = fidelity_kwargs(metrics, extractor, weights, len(fake), len(real), batch_size, False, 2020, 1000, 10)
-    return calculate_metrics(input1=UInt8Images(fake), input2=UInt8Images(real), cache=False, **kw)
+class Images(Dataset):
+    """This test's own torch-fidelity input: uint8 (3, H, W) images, one per item. (The references pass
+    save_cpu_ram=True as catlab does: it only turns off DataLoader workers.)"""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
 
 
-def test_fid_equals_torch_fidelity_domain():
+def test_feature_layers_are_the_protocol():
+    """The table that names each metric's features (a wrong layer passes a comparison with itself)."""
+    assert fidelity.FEATURE_LAYERS == {
+        "inception-v3-compat": {"fid": "2048", "kid": "2048", "prc": "2048", "isc": "logits_unbiased"},
+        "catlab-domain": {"fid": "pool", "kid": "pool", "prc": "pool", "isc": "logits"}}
+
+
+def test_fid_equals_a_literal_torch_fidelity_call_domain():
     fake, real = pyramid_pair(sizes=(8, 32))
     res = quality(fake, real, metrics=("fid",), extractor="domain")
     assert res.info["fid_extractor"] == "domain" and set(res) == {"fid_domain_48_s1", "fid_domain_48_s2"}
     for k in range(2):
-        ref = direct(fake[k], real[k], DOMAIN_NAME, WEIGHTS)["frechet_inception_distance"]
+        ref = calculate_metrics(input1=Images(fake[k]), input2=Images(real[k]), cuda=False, batch_size=64,
+                                fid=True, feature_extractor="catlab-domain", feature_layer_fid="pool",
+                                feature_extractor_weights_path=str(WEIGHTS), cache=False, save_cpu_ram=True,
+                                verbose=False)["frechet_inception_distance"]
         assert abs(res[f"fid_domain_48_s{k + 1}"] - ref) < TOL
         assert ref > 1.0                                              # noise vs smooth noise: far apart
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    x = images(300, 8, 5, smooth=True)                               # more images than the 128 features
+    res = quality([x], [x], metrics=("fid",), extractor="domain")
+    assert abs(res["fid_domain_300_s1"]) < 1e-6, res
+
+
+def _indexed(n: int, offset: int) -> torch.Tensor:
+    """n uint8 4x4 images that carry their index (offset + i) in the first two pixels' red channel."""
+    x = torch.zeros(n, 3, 4, 4, dtype=torch.uint8)
+    i = torch.arange(offset, offset + n)
+    x[:, 0, 0, 0], x[:, 0, 0, 1] = i // 256, i % 256
+    return x
+
+
+def test_fid_of_gaussian_features_is_the_closed_form(monkeypatch):
+    """The domain extractor replaced by a lookup: image i -> feature i, Gaussian of a chosen law (its
+    "logits" are other numbers, so reading the wrong layer shows). FID must be the Frechet distance of the
+    two samples' Gaussians, |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^1/2), computed here with scipy; and
+    near the population's (the sampling error is small at these sizes)."""
+    rng = np.random.default_rng(0)
+    d, n1, n2 = 8, 2000, 2500
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d) + 0.5
+    a1, a2 = rng.normal(size=(d, d)) / d ** 0.5, rng.normal(size=(d, d)) / d ** 0.5
+    c1, c2 = a1 @ a1.T + 0.1 * np.eye(d), a2 @ a2.T + 0.5 * np.eye(d)
+    f1 = rng.multivariate_normal(mu1, c1, size=n1)
+    f2 = rng.multivariate_normal(mu2, c2, size=n2)
+    table = torch.from_numpy(np.concatenate([f1, f2]))              # (n1 + n2, d) float64
+    other = torch.from_numpy(rng.normal(size=(n1 + n2, d)) * 3)
+
+    def lookup(self, x):
+        i = x[:, 0, 0, 0].long() * 256 + x[:, 0, 0, 1].long()
+        feats = {"pool": table[i], "logits": other[i]}
+        return tuple(feats[k] for k in self.features_list)
+    monkeypatch.setattr(DomainFeatureExtractor, "forward", lookup)
+    res = quality([_indexed(n1, 0)], [_indexed(n2, n1)], metrics=("fid",), extractor="domain")
+
+    def frechet(m1, s1, m2, s2) -> float:
+        root = linalg.sqrtm(s1 @ s2).real
+        return float(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * root))
+    sample = frechet(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
+    population = frechet(mu1, c1, mu2, c2)
+    assert res[protocol_name("fid", "domain", n1, 1)] == pytest.approx(sample, rel=1e-9, abs=1e-9)
+    assert sample == pytest.approx(population, rel=0.05) and population > 1
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +193,15 @@ def random_inception(tmp_path_factory):
     return path
 
 
-def check_inception_fid(path, monkeypatch, n_fake, n_real, size):
+def check_inception_fid(path, monkeypatch, n_fake, n_real, size, layer):
     monkeypatch.setenv("CATLAB_INCEPTION_WEIGHTS", str(path))
     fake, real = images(n_fake, size, 1), images(n_real, size, 2, smooth=True)
     res = quality([fake], [real], metrics=("fid",))                   # extractor="auto" finds the file
     assert res.info["fid_extractor"] == "inception" and list(res) == [f"fid_inception_{n_fake}_s1"]
-    ref = direct(fake, real, "inception-v3-compat", path)["frechet_inception_distance"]
+    ref = calculate_metrics(input1=Images(fake), input2=Images(real), cuda=False, batch_size=64, fid=True,
+                            feature_extractor="inception-v3-compat", feature_layer_fid=layer,
+                            feature_extractor_weights_path=str(path), cache=False, save_cpu_ram=True,
+                            verbose=False)["frechet_inception_distance"]
     assert abs(res[f"fid_inception_{n_fake}_s1"] - ref) < TOL and ref > 1e-3
 
 
@@ -133,12 +209,12 @@ def test_fid_equals_torch_fidelity_inception(random_inception, monkeypatch):
     # FID on the 64-d Inception block: the whole path (weights file, resizing 8 -> 299, names) in seconds.
     # The 2048-d protocol layer costs an eigendecomposition of a 2048 x 2048 matrix: see the slow test.
     monkeypatch.setitem(fidelity.FEATURE_LAYERS, "inception-v3-compat", {"fid": "64"})
-    check_inception_fid(random_inception, monkeypatch, 10, 12, 8)
+    check_inception_fid(random_inception, monkeypatch, 10, 12, 8, "64")
 
 
 @pytest.mark.slow
 def test_fid_equals_torch_fidelity_inception_2048(random_inception, monkeypatch):
-    check_inception_fid(random_inception, monkeypatch, 16, 16, 16)
+    check_inception_fid(random_inception, monkeypatch, 16, 16, 16, "2048")
 
 
 # ---- batch size, cache, notice, names ---------------------------------------------------------------
@@ -211,34 +287,33 @@ def pair(b, size, seed):
     return torch.rand(b, 3, size, size, generator=g) * 2 - 1, torch.rand(b, 3, size, size, generator=g) * 2 - 1
 
 
+TORCHVISION = {"alex": "alexnet", "squeeze": "squeezenet1_1"}
+
+
 @pytest.mark.parametrize("net", ["alex", "squeeze"])
-def test_lpips_random_trunk_matches_lpips_package(net):
-    torch.manual_seed(0)
-    d = lpips_distance(f"lpips-{net}", random_trunk=True)
-    torch.manual_seed(0)
-    ref = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
-    a, b = pair(3, 32, 1)
-    with torch.no_grad():
-        ours, theirs = d(a, b), ref(a, b).flatten()
-    assert ours.shape == (3,) and (ours - theirs).abs().max() < TOL and theirs.min() > 0
+def test_lpips_matches_the_lpips_package_with_an_independently_built_trunk(net, tmp_path, monkeypatch):
+    """A torchvision model of its own random init is saved as torchvision's weights file; catlab reads the
+    file into lpips' slices by key (load_trunk). The reference is lpips' pretrained path: its constructor
+    calls torchvision, here returning that model loaded from the same file, and cuts it into slices itself."""
+    build = getattr(torchvision.models, TORCHVISION[net])
+    torch.manual_seed(3)
+    path = tmp_path / f"{net}-trunk.pth"
+    torch.save(build(weights=None).state_dict(), path)                  # features.* and classifier.*
+    ours = lpips_distance(f"lpips-{net}", weights=path)
 
-
-def test_lpips_trunk_file_loading_and_upsampling(tmp_path):
-    torch.manual_seed(1)
-    ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
-    state = {}                                                        # the trunk in torchvision's key format
-    for key, value in ref.net.state_dict().items():
-        _, idx, param = key.split(".")
-        state[f"features.{idx}.{param}"] = value
-    path = tmp_path / "alexnet-trunk.pth"
-    torch.save(state, path)
-    d = lpips_distance("lpips-alex", weights=path)
-    a, b = pair(2, 40, 2)
+    def from_file(pretrained=True, **kwargs):
+        model = build(weights=None)
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model
+    monkeypatch.setattr(lpips.pretrained_networks.tv, TORCHVISION[net], from_file)
+    ref = lpips.LPIPS(net=net, pnet_rand=False, verbose=False).eval()
+    a, b = pair(3, 40, 1)
     with torch.no_grad():
-        assert (d(a, b) - ref(a, b).flatten()).abs().max() < TOL
-        a16, b16 = pair(2, 16, 3)                                     # below alex's 32 px: upsampled first
+        d, r = ours(a, b), ref(a, b).flatten()
+        assert d.shape == (3,) and (d - r).abs().max() < TOL and r.min() > 1e-4
+        a16, b16 = pair(2, 16, 3)                                     # below 32 px: upsampled first
         up = lambda x: F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)  # noqa: E731
-        assert (d(a16, b16) - ref(up(a16), up(b16)).flatten()).abs().max() < TOL
+        assert (ours(a16, b16) - ref(up(a16), up(b16)).flatten()).abs().max() < TOL
 
 
 def test_lpips_missing_trunk_is_one_line_user_error(tmp_path):
