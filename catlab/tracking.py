@@ -28,6 +28,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}      # defaults only: the user's environment wins
+QUIET = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # no "View run ... at: URL" line per run on a server
 _active: "RunTracker | None" = None
 
 
@@ -93,7 +94,7 @@ class MLflow:
     @property
     def client(self):
         if self._client is None:
-            for key, value in FAIL_FAST.items():
+            for key, value in {**FAIL_FAST, **QUIET}.items():
                 os.environ.setdefault(key, value)
             from mlflow.tracking import MlflowClient
             logging.getLogger("mlflow").setLevel(logging.ERROR)     # after the import: mlflow sets INFO
