@@ -379,6 +379,28 @@ def evaluate_cell(run_dir, es: EvalSettings, reuse: bool = True) -> dict[str, pd
     return {"table": table, **out}
 
 
+SAMPLES_N = 8                     # fig8's (z, y): the first of the fixed eval set
+
+
+def write_samples(study_dir: Path, cells: pd.DataFrame, axes: list[str], device: str = "cpu") -> Path | None:
+    """samples.pt for the report's fig8: the stage images of every arm's EMA generator on the first SAMPLES_N
+    (z, y) of one seed that every arm has (arms of a seed share the eval set). {"z", "y", "cells": {cell: K
+    tensors (n, C, s_k, s_k)}}; None (and no file) when no seed is finished in every arm."""
+    arms = cells.groupby(axes)["seed"].apply(set).tolist() if axes else [set(cells["seed"])]
+    common = sorted(set.intersection(*arms)) if arms else []
+    if not common:
+        return None
+    rows = cells[cells["seed"] == common[0]]
+    out, z, y = {}, None, None
+    for r in rows.to_dict("records"):
+        G, cfg = load_generator(r["run_dir"], device=device)
+        z, y = fixed_inputs(Path(r["run_dir"]), SAMPLES_N, cfg.seed, G.z_dim, G.num_classes)
+        out[r["cell"]] = [x.cpu() for x in generate(G, z, y)]
+    path = Path(study_dir) / "samples.pt"
+    atomic_save({"z": z, "y": y, "seed": common[0], "cells": out}, path)
+    return path
+
+
 def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shape"),
                    distances=("l2", "lpips-domain"),
                    extractor: str = "auto", batch: int | None = None, device: str | None = None,
@@ -417,6 +439,7 @@ def evaluate_study(study_dir, n: int | None = None, metrics=("fid", "kid", "shap
         tests.to_csv(study_dir / "tests.csv", index=False)
     elif (study_dir / "tests.csv").exists():
         (study_dir / "tests.csv").unlink()                    # no 2-valued axis any more: no stale tests
+    write_samples(study_dir, cells, axes, es.device)
     for part, name in (("diagnostics", "diagnostics_curve.csv"), ("drift", "drift.csv"), ("curve", "curve.csv")):
         if all(part in r for r in runs.values()):
             per_cell(cells, axes, lambda r: runs[str(r)][part], part, False).to_csv(study_dir / name, index=False)

@@ -341,7 +341,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
         rows = outputs.cell_rows(cells, cell_results(study, names))
         outputs.write_cells_csv(sdir / "cells.csv", rows)
         outputs.write_study_json(sdir / "study.json", {
-            "study": st.name, "profile": profile, "overrides": overrides, "command": cmd, "parent_run_id": pid,
+            "study": st.name, "profile": profile, "overrides": overrides, "axes": st.axes, "command": cmd, "parent_run_id": pid,
             "tracking_uri": ml.uri if ml else None, "storage": str(spec), "optuna_study": name, "cells": rows})
         return rows
     rows = save()

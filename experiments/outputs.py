@@ -1,7 +1,8 @@
 """What the registry writes into studies/<study>/ (cells.csv, study.json) and the closing summary table.
 
     cells.csv    cell, seed, <axis columns>, run_dir, status, reason, config_hash, mlflow_run_id
-    study.json   {"study", "profile", "overrides", "command", "parent_run_id", "tracking_uri", "cells": [...]}
+    study.json   {"study", "profile", "overrides", "axes" (axis -> value -> overrides), "command", "parent_run_id",
+                  "tracking_uri", "cells": [...]}
 
 The summary reads the analysis' summary.csv (per arm x metric x stage: n, mean, ci_low, ci_high, ...) and
 tests.csv (paired tests between arms); without them it shows the cells' status only.

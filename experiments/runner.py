@@ -317,7 +317,7 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
         rows = outputs.cell_rows(cells, results)
         outputs.write_cells_csv(sdir / "cells.csv", rows)
         outputs.write_study_json(info_path, {
-            "study": st.name, "profile": profile, "overrides": overrides,
+            "study": st.name, "profile": profile, "overrides": overrides, "axes": st.axes,
             "command": command(st.name, profile, n_seeds, overrides), "parent_run_id": pid,
             "tracking_uri": ml.uri if ml else None, "cells": rows})
         return rows

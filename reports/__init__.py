@@ -1,7 +1,7 @@
 """Figures, tables and the HTML report of a study (`catlab report STUDY`, `make report`, `make figures`).
 
-Reads only what analysis and the registry wrote (studies/<study>/*.csv, study.json), MLflow run ids and
-statuses, and for fig8 the cells' EMA generators; writes reports/out/<study>/ (git-ignored).
+Reads only what analysis and the registry wrote (studies/<study>/*.csv, samples.pt, study.json), MLflow run
+ids and statuses; never a checkpoint. Writes reports/out/<study>/ (git-ignored).
 
     data.py             the study's tables, its arms and what each axis sets (StudyData)
     compare.py          per-arm summaries (summary.csv or recomputed) and the paired tests as arm pairs

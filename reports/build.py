@@ -4,8 +4,8 @@
                                       #    index.html, fig4/5/8.{pdf,png}, drift.{pdf,png}, table-*.{md,tex}
 
 Inputs are the analysis tables of studies/<study>/ (reports.data), MLflow run ids (cells.csv, study.json;
-their status is read back from MLflow when its store is reachable) and, for fig8, the EMA generators of the
-cells. Each builder draws only what the study's data supports and leaves a one-line note when its input
+their status is read back from MLflow when its store is reachable) and fig8's samples.pt, which the analysis
+writes. Each builder draws only what the study's data supports and leaves a one-line note when its input
 is missing; nothing is ever drawn from made-up data.
 """
 from __future__ import annotations
@@ -94,8 +94,7 @@ def report(study: str, figures_only: bool = False, profile: str = "cpu", root: s
            out: str | Path = OUT, strict: bool = False) -> int:
     """Build the report of a study; prints the path of index.html and the files written. Returns 0.
 
-    profile: the one the study ran with when study.json does not say (commands shown), and where fig8
-    regenerates samples ("gpu": on CUDA when there is one).
+    profile: the one the study ran with when study.json does not say (for the commands shown).
 
     UserError (one line, naming the command to run first) when the study is unknown or has no results.
     strict=True lets a failing figure raise instead of becoming a note (tests).

@@ -23,12 +23,6 @@ META_COLS = ("cell", "seed", "run_dir", "status", "reason", "config_hash", "mlfl
 VALUE_COLS = ("metric", "stage", "value", "step", "images_seen", "drift", "n", "mean", "std", "ci_low",
               "ci_high", "method")
 TABLES = ("cells", "table", "summary", "tests", "claims", "drift", "curve", "diagnostics_curve")
-# axis role -> the config key whose value the axis sets; the fallback guesses from the axis name
-ROLES = {"size": "model.size", "discriminator": "model.discriminator", "weight": "loss.consistency.weight",
-         "stage_weights": "loss.consistency.stage_weights"}
-NAME_HINTS = {"model.size": ("size",), "model.discriminator": ("disc",),
-              "loss.consistency.stage_weights": ("stage_weight", "stage-weight", "preset"),
-              "loss.consistency.weight": ("consistency", "weight", "lambda", "lam")}
 
 
 def registry():
@@ -84,18 +78,15 @@ class StudyData:
 
     # ---- axis roles -----------------------------------------------------------------------------------
     def overrides(self, axis: str, value: str) -> dict:
-        axes = getattr(self.spec, "axes", None) or {}
+        """The config overrides of arm `axis=value`: study.json's declaration ("axes"), else the registry's."""
+        axes = self.meta.get("axes") or getattr(self.spec, "axes", None) or {}
         return dict(axes.get(axis, {}).get(value, {}) or {})
 
     def axis_for(self, key: str) -> str | None:
-        """The axis whose arms set config `key` (from the registry; else guessed from the axis names)."""
+        """The axis whose arms set config `key`, from the study's declaration (its axes' overrides); None
+        without one (the figures that need a role then say so)."""
         for ax in self.axes:
             if any(key in self.overrides(ax, v) for v in self.values[ax]):
-                return ax
-        if self.spec is not None and getattr(self.spec, "axes", None):
-            return None
-        for ax in self.axes:
-            if any(h in ax.lower() for h in NAME_HINTS.get(key, ())):
                 return ax
         return None
 

@@ -2,12 +2,10 @@
 
 Each arm is one column group: a row per (z, y), a column per stage, every stage upsampled (nearest) to the
 final size, so what a later stage rewrites can be seen by eye. The images come from studies/<study>/
-samples.pt when analysis wrote one, else from each arm's EMA generator (catlab.checkpoint.load_generator)
-on the fixed eval set of one seed that every arm has (arms of a study share the eval set of a seed).
+samples.pt, which the analysis writes (analysis.quality.write_samples: every arm's EMA generator on the
+fixed eval set of one seed that every arm has); reports never load a checkpoint.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -68,48 +66,10 @@ def _from_samples_pt(sd) -> tuple[dict, object, str] | None:
     return (found, obj.get("y"), "samples.pt") if found else None
 
 
-def _run_dir(sd, value) -> Path | None:
-    for p in (Path(str(value)), sd.dir / str(value), sd.dir / "runs" / Path(str(value)).name):
-        if (p / "ckpt" / "last.pt").exists():
-            return p
-    return None
-
-
-def _from_generators(sd, device: str) -> tuple[dict, object, str] | str:
-    """Regenerates from each arm's EMA generator on one shared seed's eval set; a note string on failure."""
-    import torch
-    from catlab.checkpoint import load_generator, safe_load
-    cells = sd.cells
-    if cells is None or "run_dir" not in cells.columns:
-        return "fig8 skipped: cells.csv (with run_dir) is missing and there is no samples.pt"
-    ok = cells[cells["run_dir"].map(lambda v: _run_dir(sd, v) is not None)]
-    if "status" in ok.columns:
-        ok = ok[ok["status"].fillna("FINISHED") == "FINISHED"]
-    arms = [a for a in sd.arms if a in set(ok["arm"])][:MAX_ARMS]
-    common = sorted(set.intersection(*(set(ok[ok["arm"] == a]["seed"]) for a in arms))) if arms else []
-    if not common:
-        return "fig8 skipped: no seed has a finished checkpoint in every arm"
-    seed, found, y = common[0], {}, None
-    for arm in arms:
-        run = _run_dir(sd, ok[(ok["arm"] == arm) & (ok["seed"] == seed)]["run_dir"].iloc[0])
-        ev = safe_load(run / "eval_set.pt")
-        z, y_arm = ev["z"][:N_SAMPLES], ev["y"][:N_SAMPLES]
-        if y is not None and not torch.equal(y_arm, y):
-            return f"fig8 skipped: the arms' eval sets of seed {seed} differ"
-        y = y_arm
-        G, _ = load_generator(run, ema=True, device=device)
-        with torch.no_grad():
-            found[arm] = [x.cpu() for x in G(z.to(device), y.to(device))]
-    return found, y, f"EMA generators, eval set of seed {seed}"
-
-
 def fig8(sd, out_dir, ctx):
     got = _from_samples_pt(sd)
     if got is None:
-        device = "cuda" if ctx.get("profile") == "gpu" and _cuda() else "cpu"
-        got = _from_generators(sd, device)
-        if isinstance(got, str):
-            return [], got
+        return [], f"fig8 skipped: samples.pt is missing (run `catlab analyze {sd.name}`)"
     found, y, source = got
     arms, pal = [a for a in sd.arms if a in found][:MAX_ARMS], ctx["palette"]
     grids = [_to_rgb(found[a], N_SAMPLES) for a in arms]
@@ -141,7 +101,3 @@ def fig8(sd, out_dir, ctx):
     fig.tight_layout(rect=(0, style.legend_room(fig), 1, 1))
     return style.save(fig, out_dir, "fig8"), None
 
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()

@@ -49,8 +49,8 @@ def load(journal, study=STUDY, seeds=2, overrides=TINY):
     return optuna.load_study(study_name=optuna_name(study, "cpu", cells), storage=storage)
 
 
-def cells_csv(workdir, study=STUDY):
-    with open(workdir / study_dir(study, "cpu", TINY) / "cells.csv") as f:
+def cells_csv(workdir, study=STUDY, overrides=TINY):
+    with open(workdir / study_dir(study, "cpu", overrides) / "cells.csv") as f:
         return {r["cell"]: r for r in csv.DictReader(f)}
 
 
@@ -169,7 +169,7 @@ def test_a_killed_worker_is_replaced_and_its_cell_resumes(workdir):
     assert snapshot.stat().st_mtime_ns == written                  # resumed from its checkpoint, not restarted
     metrics = (snapshot.parent.parent / "metrics.jsonl").read_text()
     assert metrics.count('"name": "d_loss"') == 3                 # steps 2, 4, 6 logged once each
-    assert {r["status"] for r in cells_csv(workdir).values()} == {"FINISHED"}
+    assert {r["status"] for r in cells_csv(workdir, overrides=over).values()} == {"FINISHED"}
 
 
 @pytest.mark.parametrize("storage, needle", [

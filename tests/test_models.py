@@ -123,7 +123,8 @@ def test_builders_follow_model_config():
     assert type(D).__name__ == "ConcatDiscriminator" and D.trunk.norm.weight.shape == (128,)
     z, y = torch.randn(2, 32), torch.tensor([0, 4])
     assert tuple(D(G(z, y), y).shape) == (2, 1)
-    assert set(DISCRIMINATORS) == {"scalewise", "aggregated", "concat", "scalewise-conv", "scalewise-conv-lean"}
+    assert set(DISCRIMINATORS) == {"scalewise", "aggregated", "concat", "scalewise-conv", "scalewise-conv-lean",
+                                 "scalewise-conv-capped"}
     assert set(SIZES) == {"tiny", "small", "S", "B", "M", "H"}
 
 

@@ -102,10 +102,21 @@ def build_study(root: Path) -> Path:
                                                                                        index=False)
     pd.DataFrame(drift).to_csv(sdir / "drift.csv", index=False)
     pd.DataFrame(curve).to_csv(sdir / "curve.csv", index=False)
+    from analysis.quality import write_samples                  # fig8's images: the analysis writes them
+    write_samples(sdir, pd.DataFrame(cells), ["consistency"])
     (sdir / "study.json").write_text(json.dumps({
         "study": STUDY, "profile": "cpu", "overrides": [], "command": f"catlab ablate {STUDY} --profile cpu",
         "parent_run_id": parent, "cells": [c["cell"] for c in cells]}))
     return sdir
+
+
+def declared(axis: str, value: str) -> dict:
+    """The overrides each test axis declares (the report finds an axis' role from these alone)."""
+    key = {"size": "model.size", "discriminator": "model.discriminator", "weight": "loss.consistency.weight",
+           "consistency": "loss.consistency.weight", "stage_weights": "loss.consistency.stage_weights"}[axis]
+    if axis == "consistency":
+        return {key: 1.0 if value == "on" else 0.0}
+    return {key: float(value) if axis == "weight" else value}
 
 
 def relabelled_study(root: Path, name: str, axes: dict[str, list[str]], seeds=SEEDS) -> Path:
@@ -131,8 +142,9 @@ def relabelled_study(root: Path, name: str, axes: dict[str, list[str]], seeds=SE
              for ax, vals in axes.items() if len(vals) == 2]
     if tests:
         pd.concat(tests).to_csv(sdir / "tests.csv", index=False)
+    decl = {ax: {v: declared(ax, v) for v in vals} for ax, vals in axes.items()}
     (sdir / "study.json").write_text(json.dumps({"study": name, "profile": "cpu", "overrides": [],
-                                                 "parent_run_id": None, "cells": []}))
+                                                 "axes": decl, "parent_run_id": None, "cells": []}))
     return sdir
 
 
@@ -321,6 +333,7 @@ def test_skips_with_a_note_when_a_table_is_missing(study, tmp_path, monkeypatch,
     shutil.copytree(sdir, copy, ignore=shutil.ignore_patterns("runs"))
     (copy / "curve.csv").unlink()
     (copy / "summary.csv").unlink()
+    (copy / "samples.pt").unlink()
     cells = pd.read_csv(copy / "cells.csv")
     cells.assign(run_dir=[f"runs/{Path(p).name}" for p in cells["run_dir"]]).to_csv(copy / "cells.csv", index=False)
     monkeypatch.chdir(tmp_path)
@@ -330,11 +343,11 @@ def test_skips_with_a_note_when_a_table_is_missing(study, tmp_path, monkeypatch,
     assert (out / "fig4.png").exists() and not (out / "fig5.png").exists() and not (out / "index.html").exists()
     err = capsys.readouterr().err
     assert "fig5 skipped: curve.csv is missing" in err and "recomputed from table.csv" in err
-    assert "fig8 skipped: no seed has a finished checkpoint" in err    # run dirs not copied: no generators
+    assert "fig8 skipped: samples.pt is missing" in err              # reports never load checkpoints
 
 
 def test_fig8_from_samples_pt_without_run_dirs(study, tmp_path, monkeypatch, capsys):
-    """samples.pt (the contract's optional file: z, y and per-cell stage images) replaces the generators."""
+    """samples.pt (z, y and per-cell stage images) is all fig8 needs: the run dirs may be gone."""
     import shutil
     from reports.build import report
     root, sdir = study
