@@ -10,6 +10,10 @@ Then, per candidate setting and budget, against the "off" arm of the same recipe
 paired by seed: the 95 % Student-t CI of on - off for each stage's discrepancy, and the means of FID and
 shape_acc. The rule (RULE in the study file) picks among the qualifying (setting, budget) pairs. Writes
 <study>/selection.csv and prints the table and the pick.
+
+Rule 3 (the time limit) predicts the default study's training from the sweep's own step time (see
+step_seconds), unless --max-budget is given. Measurements are kept in <study>/selection_measurements.csv,
+so the script can run while the sweep is still going; it measures FINISHED cells only.
 """
 from __future__ import annotations
 
@@ -38,6 +42,27 @@ def measure(run_dir: Path, step: int, n: int = 500, n_diag: int = 256) -> dict:
     out["shape_acc"] = shape_rows([stages[-1]], y, 256, cfg.data.name)[0][2] if cfg.data.name in ("shapes", "layouts") \
         else math.nan
     return out
+
+
+def step_seconds(cells: pd.DataFrame) -> float:
+    """Seconds per step: the 10th percentile of every img_per_s value the sweep's finished runs logged.
+    Not the median: the machine ran other work beside the sweep (a share of its steps ran on a loaded
+    machine), so the fast end is the cell's own speed; the timed `make ablation-consistency` run checks it."""
+    import json
+    per_step = []
+    for r in cells[cells["status"] == "FINISHED"].to_dict("records"):
+        cfg = json.loads((Path(r["run_dir"]) / "config.json").read_text())
+        batch = cfg["train"]["batch"]
+        for line in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("name") == "img_per_s" and rec["value"] > 0:
+                per_step.append(batch / rec["value"])
+    return float(np.percentile(per_step, 10))
+
+
+def predicted_minutes(budget: int, step_s: float, cells: int = 10, workers: int = 2) -> float:
+    """Rule 3's prediction: the training of 5 seeds x 2 arms, ceil(cells / workers) cells per worker."""
+    return math.ceil(cells / workers) * budget * step_s / 60
 
 
 def t_ci(d: np.ndarray) -> tuple[float, float]:
@@ -87,15 +112,29 @@ def main(argv=None) -> int:
     from experiments.calibration_consistency import OFF_OF
     budgets = [int(b) for b in a.budgets.split(",")]
     cells, axes = read_cells(a.study_dir)
-    rows = []
+    cache = a.study_dir / "selection_measurements.csv"         # measured (setting, seed, budget) rows are kept
+    done = pd.read_csv(cache, dtype={"setting": str}) if cache.exists() else pd.DataFrame()
+    rows = done.to_dict("records")
+    have = {(r["setting"], int(r["seed"]), int(r["budget"])) for r in rows}
     for r in cells.to_dict("records"):
+        if r["status"] != "FINISHED":
+            continue
         for b in budgets:
+            if (r["setting"], int(r["seed"]), b) in have:
+                continue
             if (Path(r["run_dir"]) / "snapshots" / f"ema_{b:06d}.pt").exists():
-                rows.append({"setting": r["setting"], "seed": r["seed"], "budget": b, **measure(Path(r["run_dir"]), b)})
+                rows.append({"setting": r["setting"], "seed": r["seed"], "budget": b,
+                             **measure(Path(r["run_dir"]), b)})
+        pd.DataFrame(rows).to_csv(cache, index=False)
         print(f"measured {r['cell']}", file=sys.stderr, flush=True)
     per = pd.DataFrame(rows)
-    per.to_csv(a.study_dir / "selection_measurements.csv", index=False)
-    sel = select(per, OFF_OF, a.max_budget or max(budgets))
+    step_s = step_seconds(cells)
+    fits = [b for b in budgets if predicted_minutes(b, step_s) <= 10.0]
+    max_budget = a.max_budget or (max(fits) if fits else 0)
+    print(f"step time (10th percentile of the sweep's logged steps, 2 workers x 1 thread): {step_s:.3f} s; "
+          + ", ".join(f"{b} steps -> {predicted_minutes(b, step_s):.1f} min" for b in budgets)
+          + f" predicted for 5 seeds x 2 arms on 2 workers; N_max = {max_budget or 'none'}")
+    sel = select(per, OFF_OF, max_budget)
     sel.to_csv(a.study_dir / "selection.csv", index=False)
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(sel.round(5).to_string(index=False))
