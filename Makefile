@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench.py $(ARGS)
 
 mlflow-ui: $(STAMP)
+	@echo "the runs table of each study (open one of these once the UI is up):"
+	@$(VENV)/bin/python -m catlab.tracking sqlite:///$(CURDIR)/mlflow.db
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
 
 clean:

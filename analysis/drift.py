@@ -4,7 +4,7 @@
     (per run and per study: analysis.trajectory.run_drift / study_drift, drift.csv)
 
 For consecutive snapshots t-1, t and stage k (x_k at its own scale s_k, on the run's fixed (z, y)), with
-d a per-sample distance (L2 = mean squared by default; any name analysis.quality.distance_fn knows):
+d a per-sample distance (L2 = mean squared by default; any name catlab.distances knows):
 
     drift        = mean_i d(x_k(t)_i, x_k(t-1)_i)                  how far stage k moved
     drift_ratio  = drift_k / drift_K                                its share of the final stage's move

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 from analysis.misalignment import METRICS, cross_scale_metrics
-from analysis.quality import distance_fn
 from catlab.data.latents import notice
+from catlab.distances import get_distance
 from catlab.errors import UserError
 
 
@@ -40,7 +40,7 @@ def diagnostics_hook(every: int = 100, n: int = 256, distances=("l2", "lpips-dom
             kept = [name for name in distances if not (latent and name.startswith("lpips"))]
             if len(kept) < len(distances):
                 notice("latent run: training diagnostics use l2/l1 only (perceptual distances need pixels)")
-            fns.update({name: distance_fn(name) for name in kept})
+            fns.update({name: get_distance(name) for name in kept})
         device = next(ctx.state.G_ema.parameters()).device
         z, y = ctx.eval_z[:n].to(device), ctx.eval_y[:n].to(device)
         chunks = [ctx.sample(z[i:i + batch], y[i:i + batch]) for i in range(0, len(z), batch)]

@@ -21,65 +21,23 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
+from catlab.data.pyramid import RESAMPLERS
+from catlab.distances import get_distance
 from catlab.errors import UserError
 
 METRICS = ("discrepancy", "rewrite", "direction")
-RESAMPLERS = ("area", "bilinear")
 _ZERO = 1e-12   # squared norms (float64) at or below this count as a zero vector: cosine 0
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Building blocks: resampling, distances, cosine
+# Building blocks: resampling, cosine (distances: catlab.distances)
 # ----------------------------------------------------------------------------------------------------------
 
 def _resample(x: torch.Tensor, size: int, mode: str = "area") -> torch.Tensor:
     """R_size(x), the pyramid's own operator (catlab.data.resample). (B, C, H, W) -> (B, C, size, size)."""
     from catlab.data import resample
     return resample(x, size, mode)
-
-
-def _l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per sample: (B, C, H, W) x 2 -> (B,)."""
-    return (a - b).pow(2).flatten(1).mean(1)
-
-
-def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error per sample: (B, C, H, W) x 2 -> (B,)."""
-    return (a - b).abs().flatten(1).mean(1)
-
-
-BUILTIN_DISTANCES: dict[str, Callable] = {"l2": _l2, "l1": _l1}
-
-
-def _registry() -> dict[str, Callable]:
-    """All distance names known now: built-ins, then catlab.losses.DISTANCES, then catlab.metrics.DISTANCES.
-
-    Imported lazily so this module stays importable (and l1/l2 usable) without those packages or lpips.
-    """
-    found = dict(BUILTIN_DISTANCES)
-    for module in ("catlab.losses", "catlab.metrics"):
-        try:
-            reg = getattr(__import__(module, fromlist=["DISTANCES"]), "DISTANCES", None)
-        except ImportError:
-            continue
-        if isinstance(reg, dict):
-            found.update({k: v for k, v in reg.items() if k not in BUILTIN_DISTANCES and v is not None})
-    return found
-
-
-def resolve_distance(distance: str | Callable) -> Callable:
-    """A callable d(a, b) -> (B,) for a name or a callable; UserError naming the allowed names otherwise."""
-    if callable(distance):
-        return distance
-    if isinstance(distance, str) and distance in BUILTIN_DISTANCES:    # no registry import for l1 / l2
-        return BUILTIN_DISTANCES[distance]
-    reg = _registry()
-    if isinstance(distance, str) and distance in reg:
-        return reg[distance]
-    raise UserError(f"distance must be one of {', '.join(sorted(reg))} or a callable d(a, b) -> (B,), "
-                    f"but got distance={distance!r}")
 
 
 def _cosine(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -149,7 +107,7 @@ def cross_scale_metrics(stages, distance: str | Callable = "l2", per_sample: boo
         raise UserError(f"batch_size must be a positive int or None, but got batch_size={batch_size!r}")
     if B == 0:
         raise UserError("stages must hold at least one sample, but got B=0")
-    d = resolve_distance(distance)
+    d = get_distance(distance)
     step = B if batch_size is None else batch_size
     with torch.no_grad():
         chunks = [_per_sample([x[i:i + step] for x in stages], d, resampler) for i in range(0, B, step)]

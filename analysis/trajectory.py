@@ -5,11 +5,11 @@
     parts["curve"]          # step, images_seen, metric (fid_domain_256, shape_acc), stage 1..K, value
     parts["drift"]          # step, stage, drift, drift_ratio, drift_corr, move_cos, distance (analysis.drift)
 
-Every snapshot's generator samples the run's fixed (z, y) (analysis.quality.fixed_inputs) once; the parts
+Every snapshot's generator samples the run's fixed (z, y) (catlab.rundir.fixed_inputs) once; the parts
 that ask for the same number of samples share that generation, and each part is computed by the same
-functions as on its own (analysis.drift.stage_moves, analysis.quality.diagnostics / scale_quality /
+functions as on its own (analysis.drift.stage_moves, analysis.measures.diagnostics / scale_quality /
 shape_rows), so its numbers are those of a separate pass. Each part is kept in <run_dir>/analysis/
-(analysis.quality.memo) under its own key: a second call computes only the parts that changed.
+(analysis.memo) under its own key: a second call computes only the parts that changed.
 """
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ import pandas as pd
 import torch
 
 from analysis.drift import COLUMNS as DRIFT_COLUMNS, stage_moves
-from analysis.quality import (EVAL_N, diagnostics, distance_fn, extractor_id, fingerprint, fixed_inputs, generate,
-                              memo, memo_path, run_decoder, scale_quality, shape_rows)
+from analysis.cells import per_cell, read_cells
+from analysis.inputs import generate, run_decoder
+from analysis.measures import diagnostics, extractor_id, scale_quality, shape_rows
+from analysis.memo import fingerprint, memo, memo_path
 from catlab.checkpoint import load_generator, run_config, snapshots
+from catlab.distances import get_distance
 from catlab.errors import UserError
+from catlab.rundir import EVAL_N, fixed_inputs
 
 PARTS = ("drift", "diagnostics", "curve")
 COLUMNS = {"drift": DRIFT_COLUMNS, "diagnostics": ["step", "metric", "stage", "value"],
@@ -78,7 +82,7 @@ def run_trajectory(run_dir, parts=PARTS, n: int | dict = EVAL_N, drift_distance:
     def compute_all() -> None:
         """One pass over the snapshots for every part not read back, one generation per sample count."""
         rows = {p: [] for p in todo}
-        d = distance_fn(drift_distance) if "drift" in todo else None
+        d = get_distance(drift_distance) if "drift" in todo else None
         prev, inputs = None, {}
         for step, path in snaps:
             G, scfg = load_generator(run_dir, snapshot=path, device=device)
@@ -138,7 +142,6 @@ def quality_curve(run_dir, n: int = 1000, metrics=("fid",), extractor: str = "au
 def study_drift(study_dir, distance: str = "l2", n: int = EVAL_N, batch: int = 256, device: str = "cpu",
                 progress: bool = True, write: bool = True, reuse: bool = True) -> pd.DataFrame:
     """run_drift over a study's FINISHED cells -> drift.csv (cell, seed, <axes>, step, stage, drift, ...)."""
-    from analysis.driver import per_cell, read_cells
     study_dir = Path(study_dir)
     cells, axes = read_cells(study_dir)
     df = per_cell(cells, axes, lambda r: run_drift(r, distance, n, batch, device, reuse), f"drift {study_dir.name}",

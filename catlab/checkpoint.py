@@ -179,3 +179,34 @@ def snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of every EMA snapshot of a run, in order."""
     paths = sorted(Path(run_dir, "snapshots").glob("ema_*.pt"))
     return [(int(p.stem.split("_")[1]), p) for p in paths]
+
+
+# ---- a run's whole state: pack for a checkpoint, unpack to resume ------------------------------------
+def pack(s, cfg: Config, meta: dict) -> dict:
+    """Every piece of a trainer State (models, EMA, optimisers, step, RNG, data position) as one dict."""
+    return {"G": s.G.state_dict(), "D": s.D.state_dict(), "G_ema": s.G_ema.state_dict(),
+            "opt_g": s.opt_g.state_dict(), "opt_d": s.opt_d.state_dict(), "step": s.step,
+            "images_seen": s.images_seen, "rng": rng_state(), "data": s.batcher.state_dict(),
+            "latest": {k: float(v) for k, v in s.latest.items()},
+            "config_hash": cfg.hash(), "meta": meta}
+
+
+def unpack(s, state: dict, cfg: Config, path: Path) -> None:
+    """Load a packed checkpoint into a trainer State; UserError for one of another config, model or world."""
+    if state.get("config_hash") != cfg.hash():
+        raise UserError(f"checkpoint {path} belongs to config {state.get('config_hash')}, "
+                        f"not {cfg.hash()}; delete it or use another run dir")
+    try:
+        for name in ("G", "D", "G_ema", "opt_g", "opt_d"):
+            getattr(s, name).load_state_dict(state[name])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UserError(f"checkpoint {path} does not fit this model ({type(e).__name__}); "
+                        "delete it to start over") from None
+    s.step, s.images_seen = state["step"], state["images_seen"]
+    s.latest = {k: torch.tensor(v) for k, v in state.get("latest", {}).items()}
+    world = state["data"].get("world", 1)
+    if world != s.batcher.world:
+        raise UserError(f"checkpoint {path} was written by a run on {world} rank(s), but this run has "
+                        f"{s.batcher.world}; resume with torchrun --nproc_per_node {world} (or start a new run dir)")
+    s.batcher.load_state_dict(state["data"])
+    set_rng_state(state["rng"])                  # python/numpy; torch is reseeded per step (StepRNG)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from catlab.errors import RunFailed, UserError
+from catlab.profiles import DEFAULT, PROFILES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ablate", help="run a study (a grid of configs)")
     a.add_argument("study")
     _overrides(a)
-    a.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
+    a.add_argument("--profile", default=DEFAULT, choices=list(PROFILES))
     a.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the study's)")
     a.add_argument("--workers", type=int, default=1)
     a.add_argument("--dry-run", action="store_true", help="print the grid; train nothing")
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("target", help="RUN_DIR or STUDY")
     z.add_argument("--metrics", nargs="+", default=None)
     z.add_argument("--n", type=int, default=None, help="samples per evaluation")
-    z.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
+    z.add_argument("--profile", default=DEFAULT, choices=list(PROFILES))
 
     q = sub.add_parser("search", help="Optuna hyperparameter search over a study's search space")
     q.add_argument("study")
@@ -79,12 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int, default=1)
     q.add_argument("--objective", default="fid", choices=["fid", "fid+misalignment"])
     q.add_argument("--timeout", type=float, default=None)
-    q.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
+    q.add_argument("--profile", default=DEFAULT, choices=list(PROFILES))
 
     r = sub.add_parser("report", help="figures, tables and HTML for a study")
     r.add_argument("study")
     r.add_argument("--figures-only", action="store_true")
-    r.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
+    r.add_argument("--profile", default=DEFAULT, choices=list(PROFILES))
 
     e = sub.add_parser("encode", help="encode images to VAE latents: a latent store for data.name=latents:PATH",
                        description="Encode an image folder (one subfolder per class) or torchvision:NAME (read "
@@ -146,52 +147,8 @@ def _plan(cfg, run_dir) -> int:
 
 
 def cmd_sample(args) -> int:
-    import numpy as np
-    import torch
-    from catlab.checkpoint import load_generator
-    from catlab.data import latents, to_uint8
-    from catlab.samples import save_png
-    if args.n < 1:
-        raise UserError(f"--n must be >= 1, but got n={args.n}")
-    G, cfg = load_generator(args.run_dir)
-    k = G.num_stages if args.stage is None else args.stage
-    if not 1 <= k <= G.num_stages:
-        raise UserError(f"--stage must be in 1..{G.num_stages}, but got stage={args.stage}")
-    latent = latents.is_latent(cfg.data.name)
-    scale_factor = latents.read_scale_factor(cfg.data.name[len(latents.PREFIX):]) if latent else 1.0
-    decoder = latents.load_decoder(scale_factor) if latent else None
-    num_classes = G.num_classes
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
-    g = torch.Generator().manual_seed(args.seed)
-    written, raw, labels = 0, [], []
-    for start in range(0, args.n, 256):
-        b = min(256, args.n - start)
-        z = torch.randn(b, G.z_dim, generator=g)
-        y = (torch.arange(start, start + b)) % num_classes
-        with torch.no_grad():
-            x = G(z, y)[k - 1]
-        if latent and decoder is None:
-            raw.append(x.float() / scale_factor)
-            labels.append(y)
-            continue
-        imgs = to_uint8((decoder(x) if decoder is not None else x).clamp(-1, 1))
-        for i in range(b):
-            save_png(imgs[i], out / f"{start + i:05d}_class{int(y[i])}.png")
-            written += 1
-    if raw:
-        path = out / f"latents_stage{k}.npz"
-        lat = torch.cat(raw)
-        np.savez(path, latents=lat.numpy(), labels=torch.cat(labels).numpy(),
-                 scale_factor=np.float32(scale_factor), seed=np.int64(args.seed), stage=np.int64(k))
-        print(f"wrote {len(lat)} latents ({'x'.join(map(str, lat.shape[1:]))}, stage {k}, divided by the scale "
-              f"factor {scale_factor:g}) to {path}")
-        return 0
-    print(f"wrote {written} PNGs ({imgs.shape[-1]}x{imgs.shape[-1]}, stage {k}) to {out}")
-    return 0
+    from catlab.sampling import sample
+    return sample(args.run_dir, args.n, args.out, stage=args.stage, seed=args.seed)
 
 
 def cmd_encode(args) -> int:
@@ -230,8 +187,9 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from analysis.driver import analyze
-    return analyze(args.target, metrics=args.metrics, n=args.n, profile=args.profile)
+    from analysis.command import analyze
+    from experiments import STUDIES
+    return analyze(args.target, metrics=args.metrics, n=args.n, profile=args.profile, studies=STUDIES)
 
 
 def cmd_search(args) -> int:
@@ -247,7 +205,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from catlab.tracking import sync_run
+    from catlab.sync import sync_run
     return sync_run(args.run_dir)
 
 

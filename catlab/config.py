@@ -13,53 +13,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catlab.checks import _choice, _fail, _positive, _unit, parse_weights  # noqa: F401 -- parse_weights: losses'
 from catlab.errors import UserError
 
 STAGE_WEIGHT_PRESETS = ("paper", "uniform", "coarse-heavy")
 SCALE_WEIGHT_PRESETS = ("uniform", "coarse-heavy", "fine-heavy", "final-only")
-
-
-def _fail(key: str, expected: str, value) -> typing.NoReturn:
-    raise UserError(f"{key} must be {expected}, but got {key.rsplit('.', 1)[-1]}={value!r}")
-
-
-def _choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        _fail(key, "one of " + ", ".join(map(str, allowed)), value)
-
-
-def _positive(key: str, value, zero_ok: bool = False) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        _fail(key, "a finite number", value)
-    if value < 0 or (value == 0 and not zero_ok):
-        _fail(key, ">= 0" if zero_ok else "> 0", value)
-
-
-def _unit(key: str, value, closed_right: bool = True) -> None:
-    ok = 0 <= value <= 1 if closed_right else 0 <= value < 1
-    if not (math.isfinite(value) and ok):
-        _fail(key, "in [0, 1]" if closed_right else "in [0, 1)", value)
-
-
-def parse_weights(spec: str, n: int, presets: tuple[str, ...], key: str) -> str:
-    """Check a weight spec: a preset name, or a comma list of n finite numbers >= 0 (not all zero)."""
-    if spec in presets:
-        return spec
-    try:
-        values = [float(v) for v in spec.split(",")]
-    except ValueError:
-        _fail(key, f"a preset ({', '.join(presets)}) or a comma list of {n} numbers", spec)
-    if len(values) != n:
-        _fail(key, f"a preset ({', '.join(presets)}) or a comma list of {n} numbers (one per stage)", spec)
-    if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) == 0:
-        _fail(key, "weights that are finite, >= 0 and not all zero", spec)
-    return spec
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from catlab.config import ConsistencyConfig, parse_weights, SCALE_WEIGHT_PRESETS, STAGE_WEIGHT_PRESETS
+from catlab.distances import get_distance  # noqa: F401 -- also the trainer's and bench's name for it
 
 
 # ---- adversarial losses: (real_logits, fake_logits) (B, K) -> per-scale loss (K,) ---------------
@@ -84,28 +85,6 @@ def stage_weights(spec: str, k: int) -> torch.Tensor:
     paper = 1.0 / (k - torch.arange(1, k, dtype=torch.float32))
     return {"paper": paper, "uniform": torch.ones(k - 1), "coarse-heavy": paper.flip(0)}[spec] \
         if custom is None else torch.tensor(custom)
-
-
-# ---- distances: (a, b) (B, C, H, W) -> per-sample (B,) ------------------------------------------
-def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per sample."""
-    return (a - b).pow(2).flatten(1).mean(1)
-
-
-def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error per sample."""
-    return (a - b).abs().flatten(1).mean(1)
-
-
-DISTANCES = {"l2": l2, "l1": l1}
-
-
-def get_distance(name: str):
-    """A distance by name: l2, l1, or a perceptual one from catlab.metrics (lpips-domain, lpips-alex...)."""
-    if name in DISTANCES:
-        return DISTANCES[name]
-    from catlab.metrics import perceptual_distance  # late: loads feature extractors
-    return perceptual_distance(name)
 
 
 # ---- regularisers -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
   before any work, raises a one-line UserError naming MLFLOW_TRACKING_URI (or run.tracking_uri).
 - A server that is down, or stops mid-run, is not: training goes on with JSONL alone, and one line on
   stderr (`catlab: warning: MLflow at ... failed (...); continuing with JSONL only. Sync afterwards with:
-  catlab sync RUN_DIR`) says how to send it later (`sync_run` below).
+  catlab sync RUN_DIR`) says how to send it later (catlab.sync).
   MLflow's HTTP client retries for minutes by default; here it fails fast unless the user set these:
   MLFLOW_HTTP_REQUEST_MAX_RETRIES=2, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=10
   (a dead server costs a run a few seconds once; nothing is lost, since sync replays the JSONL).
@@ -250,7 +250,8 @@ class RunTracker:
             if self.saved_step > self.step:               # resumed from an older checkpoint than the last
                 self._sent = self.mlflow.logged(run_id, after=self.step)   # one: its later steps were sent
             return run_id
-        run_id = self.mlflow.create_run(self.cfg.run.experiment, self.run_dir.name,
+        name = str(tags["cell"]).replace(",", ", ") if tags and tags.get("cell") else self.run_dir.name
+        run_id = self.mlflow.create_run(self.cfg.run.experiment, name,       # a grid's cell: consistency=off, seed=2
                                         run_tags(self.cfg, self.run_dir, tags), parent_run_id)
         if run_id:
             self.mlflow.log_params(run_id, self.cfg.flat())
@@ -312,72 +313,27 @@ def activate(tracker: "RunTracker | None") -> None:
     _active = tracker
 
 
-# ---- catlab sync RUN_DIR --------------------------------------------------------------------------
-def _jsonl_rows(path: Path) -> list[tuple[str, float, int]]:
-    """(name, value, step) of every whole line of metrics.jsonl (a torn last line is skipped)."""
-    rows = []
-    for ln in path.read_text().splitlines() if path.exists() else []:
-        try:
-            d = json.loads(ln)
-            rows.append((str(d["name"]), float(d["value"]), int(d["step"])))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return rows
+class NullTracker:
+    """The sinks of ranks other than 0: they log nothing."""
+    run_id = None
+
+    def log(self, *args, **kwargs): ...
+    def artifact(self, *args, **kwargs): ...
+    def tag(self, *args, **kwargs): ...
+    def flush(self): ...
+    def finish(self, *args, **kwargs): ...
 
 
-def sync_run(run_dir: str | Path) -> int:
-    """Replay a run dir into MLflow: metrics.jsonl, the config as params, config.json and the sample grids.
+# ---- make mlflow-ui -----------------------------------------------------------------------------------
+def runs_urls(uri: str, host: str = "http://127.0.0.1:5000") -> list[str]:
+    """The runs table of every experiment in the store, as direct UI links (the MLflow 3 UI otherwise opens
+    an experiment on its GenAI overview page): "<name>: <host>/#/experiments/<id>/runs"."""
+    import mlflow
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    return [f"{e.name}: {host}/#/experiments/{e.experiment_id}/runs" for e in client.search_experiments()
+            if e.name != "Default" or client.search_runs([e.experiment_id], max_results=1)]
 
-    Continues the run's own MLflow run (run.json mlflow_run_id) when the store has it, else creates one
-    (and records its id in run.json, so that a resumed run goes on logging there). Only what the MLflow
-    run lacks is sent (metric values by (name, step), params, artifacts by name), so syncing twice sends
-    nothing the second time. The final status of run.json is set on the MLflow run. Returns 0; an MLflow
-    that cannot be reached raises RunFailed (exit 1), a dir that is not a run dir a UserError (exit 2).
-    """
-    from catlab.checkpoint import run_config
-    run_dir = Path(run_dir)
-    cfg = run_config(run_dir)                                   # UserError unless a run dir
-    check_uri(cfg.run.tracking_uri)                             # UserError for a scheme that cannot work
-    info_path = run_dir / "run.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    rows = _jsonl_rows(run_dir / "metrics.jsonl")
-    ml = MLflow(cfg.run.tracking_uri, strict=True)
-    run_id = info.get("mlflow_run_id")
-    if run_id and ml.exists(run_id):
-        how = "continued"
-    else:
-        run_id = ml.create_run(cfg.run.experiment, run_dir.name, run_tags(cfg, run_dir, {"synced": "true"}))
-        how = "created"
-        info["mlflow_run_id"] = run_id
-        tmp = run_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        tmp.replace(info_path)
-    run = ml._call("get_run", run_id)
 
-    have = ml.logged(run_id, sorted({r[0] for r in rows}))     # (name, step) already in MLflow
-    send = [r for r in rows if (r[0], r[2]) not in have]
-    ml.log_metrics(run_id, send)
-    params = {k: v for k, v in cfg.flat().items() if k not in run.data.params}
-    ml.log_params(run_id, params)
-    sent_files = []
-    listed = {f.path for f in ml._call("list_artifacts", run_id)}
-    if "config.json" not in listed:
-        ml.log_artifact(run_id, run_dir / "config.json")
-        sent_files.append("config.json")
-    listed = {f.path for f in ml._call("list_artifacts", run_id, "samples")}
-    for png in sorted((run_dir / "samples").glob("*.png")):
-        if f"samples/{png.name}" not in listed:
-            ml.log_artifact(run_id, png, "samples")
-            sent_files.append(f"samples/{png.name}")
-    status = info.get("status")
-    if status in ("FINISHED", "FAILED", "KILLED") and run.info.status != status:
-        ml.end(run_id, status, info.get("reason", ""))
-
-    steps = sorted({r[2] for r in send})
-    print(f"synced {run_dir} to {ml.uri} (experiment {cfg.run.experiment}, run {run_id}, {how})")
-    print(f"  metrics    {len(send)} values of {len({r[0] for r in send})} names"
-          + (f", steps {steps[0]}..{steps[-1]}" if steps else "") + f" ({len(rows) - len(send)} already there)")
-    print(f"  params     {len(params)} ({len(cfg.flat()) - len(params)} already there)")
-    print(f"  artifacts  {len(sent_files)}" + (f": {', '.join(sent_files)}" if sent_files else ""))
-    print(f"  status     {status or 'unknown'}" + (" (set)" if status and run.info.status != status else ""))
-    return 0
+if __name__ == "__main__":        # python -m catlab.tracking URI: what make mlflow-ui prints first
+    for line in runs_urls(sys.argv[1]) or ["(no experiments yet: run a study first)"]:
+        print(line)

@@ -1,13 +1,7 @@
 """What studies share: the two profiles, the consistency on/off arms, and search-space building blocks.
 
-Profiles
-  cpu (the default): the embedded `shapes` data and the `tiny` model with the config's defaults, which
-      are the cpu recipe (the scale-wise conv D, coarse-heavy scale weights, 1200 steps, batch 16, lr 2e-3,
-      no R1/R2, lambda 3; README "The cpu recipe"): about 3 min per cell on one core, so a 3-seed, 2-arm
-      study takes about 12 min on 2 cores.
-  gpu: CIFAR-10 (downloaded once with data.download=true; or pass data.name=imagefolder:PATH), the `S`
-      model with CAT's ViT discriminator and uniform scale weights, GAT's lr rule (2e-4 * 768 / width), approximate R1/R2 (gamma 0.1), bf16, EMA 0.999,
-      batch 128, 20k steps, and the paper's lambda 0.1 (not calibrated: no GPU was at hand).
+Profiles: catlab.profiles defines them (what cpu and gpu set, for training, analysis and search);
+profiles() gives a study the training overrides, plus its own additions.
 
 The "on" arm of every consistency axis is the profile's lambda (cpu: the config default, calibrated by
 ablation-consistency-weight; gpu: 0.1); "off" is lambda = 0.
@@ -18,24 +12,15 @@ config keys, so `space(trial)` returns overrides directly.
 from __future__ import annotations
 
 from catlab.config import STAGE_WEIGHT_PRESETS
+from catlab.profiles import PROFILES
 from experiments import Claim
 
+
 # ---- profiles -----------------------------------------------------------------------------------
-CPU = {"data.name": "shapes", "model.size": "tiny"}
-GPU = {
-    "data.name": "cifar10", "data.download": True, "data.n": 0,
-    "model.size": "S", "model.discriminator": "scalewise", "loss.scale_weights": "uniform",
-    "train.device": "cuda", "train.precision": "bf16", "train.fakes": "fresh",
-    "train.steps": 20000, "train.batch": 128,
-    "loss.reg.kind": "approx", "loss.reg.gamma": 0.1, "loss.consistency.weight": 0.1,
-    "train.width_lr": True, "train.lr_g": 2e-4, "train.lr_d": 2e-4, "train.ema": 0.999,
-    "train.log_every": 50, "train.ckpt_every": 2000, "train.sample_every": 2000,
-}
-
-
 def profiles(cpu: dict | None = None, gpu: dict | None = None) -> dict:
-    """{"cpu": CPU + cpu, "gpu": GPU + gpu}: the shared profiles with a study's own additions."""
-    return {"cpu": {**CPU, **(cpu or {})}, "gpu": {**GPU, **(gpu or {})}}
+    """{"cpu": cpu profile + cpu, "gpu": gpu profile + gpu}: the shared profiles with a study's own additions."""
+    extra = {"cpu": cpu or {}, "gpu": gpu or {}}
+    return {name: {**p.train, **extra.get(name, {})} for name, p in PROFILES.items()}
 
 
 # ---- arms ---------------------------------------------------------------------------------------

@@ -25,23 +25,22 @@ journal file need a disk whose flock works across machines; the run dirs are loc
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from catlab import rundir
 from catlab.errors import RunFailed, UserError
 from experiments import outputs
+from experiments.cell import preflight, run_cell, threads_for
 from experiments.grid import Cell, build_grid, command, get_study, print_grid, study_dir
-from experiments.search_storage import (Liveness, StorageSpec, budget_lock, open_storage, reap,
-                                        requeue_stale, resolve, run_workers)
+from experiments.grid_trials import STATUS, cell_of, cell_results, cell_trials, grid_sampler, pending, requeue_failed
+from experiments.search_storage import Liveness, StorageSpec, budget_lock, open_storage, reap, requeue_stale, resolve, \
+    run_workers
+from experiments.worker import open_parent, open_worker, say_for, worker_loop
+from experiments.wrapup import analyse, build_report, print_summary
 
-POLL_S = 2.0        # how often a worker that waits for the cells of others looks at the storage again
 HEARTBEAT_S = 60    # RDB storages: seconds between a trial's heartbeats (stale after 2x)
-STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "RUNNING": "RUNNING", "WAITING": "PENDING"}
 
 
 @dataclass
@@ -69,16 +68,6 @@ def optuna_name(study: str, profile: str, cells: list[Cell]) -> str:
     return f"ablate-{study}-{profile}-{hashlib.sha256(grid.encode()).hexdigest()[:8]}"
 
 
-def grid_sampler(names: list[str]):
-    """GridSampler over `cell`. Its grid is shuffled by the seed; put it back in the grid's order (trial k of the
-    first pass gets cell k), so an interrupted grid leaves complete seeds behind, as the local grid does."""
-    import optuna
-    sampler = optuna.samplers.GridSampler({"cell": names}, seed=0)
-    if isinstance(getattr(sampler, "_all_grids", None), list) and len(sampler._all_grids) == len(names):
-        sampler._all_grids = [(n,) for n in names]
-    return sampler
-
-
 def open_grid(spec: StorageSpec):
     """The storage, with a one-line UserError naming --storage for what cannot be opened."""
     try:
@@ -88,56 +77,11 @@ def open_grid(spec: StorageSpec):
                         f"postgresql://user@host/db), but got storage={str(spec)!r} ({e.strerror or e})") from None
 
 
-# ---- the storage's view of the grid -------------------------------------------------------------------------
-def cell_of(t) -> str | None:
-    """The cell of a trial (a queued one holds it in its fixed params until it runs)."""
-    return t.params.get("cell") or (t.system_attrs.get("fixed_params") or {}).get("cell")
-
-
-def cell_trials(study, names: list[str]) -> dict:
-    """{cell: its trial}: a COMPLETE one, else the latest; duplicates (PRUNED) do not count; untried cells absent."""
-    out = {}
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        name = cell_of(t)
-        if name in names and t.state.name != "PRUNED" and (name not in out or out[name].state.name != "COMPLETE"):
-            out[name] = t
-    return out
-
-
-def pending(study, names: list[str]) -> tuple[bool, bool]:
-    """(a trial can be started now: a cell is untried or a trial is queued, some cell is still running).
-    A queued twin of a cell that another trial holds counts too: it is started, and pruned at once."""
-    trials = cell_trials(study, names)
-    queued = any(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False))
-    return len(trials) < len(names) or queued, any(t.state.name == "RUNNING" for t in trials.values())
-
-
-def cell_results(study, names: list[str]) -> dict:
-    """{cell: {status, reason, mlflow_run_id}} for outputs.cell_rows (untried cells: PENDING)."""
-    res = {}
-    for name, t in cell_trials(study, names).items():
-        a = t.user_attrs
-        reason = a.get("reason", "") if t.state.name == "COMPLETE" else a.get("reason") or a.get("error", "")
-        res[name] = {"status": STATUS.get(t.state.name, t.state.name), "reason": reason or "",
-                     "mlflow_run_id": a.get("mlflow_run_id")}
-    return res
-
-
-def requeue_failed(study, names: list[str]) -> list[str]:
-    """Queue one more trial for each cell whose trial FAILED (call under the lock, after reap)."""
-    failed = [(n, t) for n, t in cell_trials(study, names).items() if t.state.name == "FAIL"]
-    for name, t in failed:
-        study.enqueue_trial({"cell": name}, user_attrs={"retry_of": t.number})
-    return [n for n, _ in failed]
-
-
 def on_stale(cells: dict, ml, say):
     """A dead worker's trial: its cell's MLflow run ends KILLED (the retry resumes it); the cell is re-queued."""
-    from experiments.runner import read_info
-
     def callback(study, t) -> None:
         c = cells.get(cell_of(t))
-        run_id = read_info(c.run_dir).get("mlflow_run_id") if c else None
+        run_id = rundir.read_info(c.run_dir, strict=False).get("mlflow_run_id") if c else None
         if ml is not None and run_id:
             ml.end(run_id, "KILLED", "its grid worker died")
         say(f"trial {t.number} ({cell_of(t)}) fail: its worker died; re-queued")
@@ -154,7 +98,6 @@ def mlflow_client(cells: list[Cell]):
 def run_trial(trial, plan: GridPlan, cells: dict, names: list[str], lock, liveness: Liveness, ml, say,
               current: dict) -> float:
     import optuna
-    from experiments.runner import finished_info, run_cell
     name = trial.suggest_categorical("cell", names)
     trial.set_user_attr("worker", liveness.tag)
     current["cell"] = name
@@ -173,10 +116,8 @@ def run_trial(trial, plan: GridPlan, cells: dict, names: list[str], lock, livene
     trial.set_user_attr("run_dir", str(c.run_dir))
     trial.set_user_attr("config_hash", c.cfg.hash())
     tags = {**c.tags(plan.profile), "trial": trial.number, "optuna_study": plan.name}
-    c.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(c.run_dir.with_name(c.run_dir.name + ".lock"), "w") as held:   # a twin on a shared disk waits
-        fcntl.flock(held, fcntl.LOCK_EX)
-        info = finished_info(c.run_dir, c.cfg)
+    with rundir.held(c.run_dir):                        # a twin on a shared disk waits
+        info = rundir.is_finished(c.run_dir, c.cfg)
         if info:                                        # FINISHED with this config hash: nothing to train
             res = {"status": "FINISHED", "reason": "already finished", "step": info.get("step"),
                    "mlflow_run_id": info.get("mlflow_run_id"), "seconds": 0.0}
@@ -197,21 +138,13 @@ def work(plan: GridPlan, index: int = 0) -> int:
     """Start cells until none is left to start, then wait for the running ones (and take over a dead worker's).
     0, or 1 when trial after trial trains no cell (the sampler hands out held cells, or none)."""
     import optuna
-    if plan.threads:
-        import torch
-        torch.set_num_threads(plan.threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-    def say(msg: str, now: bool = True) -> str:
-        line = f"[worker {index}] {msg}" if index else msg
-        return print(line, flush=True) or line if now else line
+    say = say_for(index)
     cell_list = plan.cells()
     cells, names = {c.name: c for c in cell_list}, [c.name for c in cell_list]
     ml = mlflow_client(cell_list)
     stale = on_stale(cells, ml, say)
-    study = optuna.load_study(study_name=plan.name, storage=open_storage(plan.storage, HEARTBEAT_S, stale),
-                              sampler=grid_sampler(names))
-    lock, liveness = budget_lock(plan.storage, plan.name), Liveness(plan.storage)
+    study, lock, liveness = open_worker(plan.storage, plan.name, HEARTBEAT_S, stale, plan.threads,
+                                        sampler=grid_sampler(names))
     idle, current = {"n": 0}, {}      # trials in a row that trained no cell (a twin, or none); the running one
 
     def done(study, t) -> None:
@@ -234,32 +167,26 @@ def work(plan: GridPlan, index: int = 0) -> int:
         except Exception as e:  # noqa: BLE001 -- recorded on the trial, which ends FAIL; the grid goes on
             trial.set_user_attr("error", (str(e) or type(e).__name__).strip().splitlines()[0][:300])
             raise
+
+    def next_action():
+        can_start, running = pending(study, names)
+        return "run" if can_start else "wait" if running else 0
+
+    def run_one() -> None:
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[done])
+        current.clear()
+
+    def after():
+        if idle["n"] > 2 * len(names):            # never expected: the sampler keeps failing us
+            say(f"{idle['n']} trials in a row trained no cell: this worker stops")
+            return 1
+        return None
     try:
-        while True:
-            with lock:
-                reap(study, liveness, stale)
-                can_start, running = pending(study, names)
-                if can_start:
-                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[done])
-                    current.clear()
-                    if idle["n"] > 2 * len(names):        # never expected: the sampler keeps failing us
-                        say(f"{idle['n']} trials in a row trained no cell: this worker stops")
-                        return 1
-                elif not running:
-                    return 0
-            if not can_start:
-                time.sleep(POLL_S)
+        return worker_loop(study, lock, liveness, stale, next_action, run_one, after)
     except KeyboardInterrupt:             # the trial ended FAIL: queue its cell again, for this grid's other workers
         if current.get("cell"):
             study.enqueue_trial({"cell": current["cell"]}, user_attrs={"retry_of": current["number"]})
         raise
-    finally:
-        liveness.close()
-
-
-def work_entry(plan: GridPlan, index: int) -> None:
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    raise SystemExit(work(plan, index))
 
 
 # ---- the command ----------------------------------------------------------------------------------------------
@@ -287,17 +214,12 @@ def parent_run(study, spec: StorageSpec, name: str, st, profile: str, overrides:
         return None
     key = f"mlflow_parent_run_id {ml.uri}"
     with budget_lock(spec, name):
-        pid = study.user_attrs.get(key)
-        if pid and ml.exists(pid):
-            ml.resume(pid)
-            return pid
-        pid = ml.create_run(st.name, st.name, {"study": st.name, "profile": profile, "kind": "study",
-                                               "storage": str(spec), "optuna_study": name})
-        if pid:
-            ml.log_params(pid, {"study": st.name, "profile": profile, "axes": ",".join(st.axes),
-                                "overrides": " ".join(overrides) or "none", "storage": str(spec)})
-            study.set_user_attr(key, pid)
-    return pid
+        return open_parent(ml, st.name, study.user_attrs.get(key),
+                           {"study": st.name, "profile": profile, "kind": "study", "storage": str(spec),
+                            "optuna_study": name},
+                           {"study": st.name, "profile": profile, "axes": ",".join(st.axes),
+                            "overrides": " ".join(overrides) or "none", "storage": str(spec)},
+                           lambda pid: study.set_user_attr(key, pid))
 
 
 def claim_finish(study, spec: StorageSpec, name: str, names: list[str], again: bool) -> bool:
@@ -316,7 +238,6 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
                   storage: str) -> int:
     """`catlab ablate STUDY --storage URL`: pull the grid's cells from a shared Optuna storage (see the top)."""
     import optuna
-    from experiments.runner import analyse, build_report, preflight, print_summary
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = resolve(storage, st.name)
     cells = build_grid(st, profile, n_seeds, overrides)
@@ -350,10 +271,9 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
     print(f"{st.name} (profile {profile}): {len(cells)} cells as trials of {name} in {spec}; {n_done} finished"
           + (f", {len(retried)} failed before and re-queued" if retried else "")
           + f"; {workers} worker process(es) here; outputs in {sdir}", flush=True)
-    plan = GridPlan(st.name, profile, n_seeds, list(overrides), spec, name, pid,
-                    max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    plan = GridPlan(st.name, profile, n_seeds, list(overrides), spec, name, pid, threads_for(workers))
     try:
-        codes = run_workers(work, work_entry, plan, workers, "grid")
+        codes = run_workers(work, plan, workers, "grid")
     except KeyboardInterrupt:
         save()
         raise
@@ -362,7 +282,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
     failed = [r for r in rows if r["status"] != "FINISHED"]
     if claim_finish(study, spec, name, names, again):
         missing = [r["cell"] for r in rows if r["status"] == "FINISHED"
-                   and not (Path(r["run_dir"]) / "ckpt" / "last.pt").exists()]
+                   and not rundir.last_checkpoint(r["run_dir"]).exists()]
         if missing:
             print(f"analysis: skipped here: the run dirs of {', '.join(missing)} are not on this disk; copy "
                   f"{study_dir(st.name) / 'runs'} here, then: catlab analyze {sdir.name}")

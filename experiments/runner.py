@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -25,102 +24,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from catlab.errors import RunFailed, UserError
+from catlab.rundir import is_finished, read_info
 from experiments import outputs
-from experiments.grid import (STUDIES_ROOT, Cell, build_grid, check_options, command, get_study, print_grid,
-                              study_dir)
-
-
-# ---- one cell (also the worker entry point: top level, picklable arguments) ------------------------
-_STOP = None      # in a worker process: the grid's stop event (set when the grid is interrupted)
-
-
-def init_worker(stop) -> None:
-    """A worker process of the grid: Ctrl-C is the parent's to handle (it sets `stop`); the trainer
-    listens to it (Hooks.stop_fn) and to its own SIGINT handler while a cell trains."""
-    import signal
-    global _STOP
-    _STOP = stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def read_info(run_dir) -> dict:
-    """A cell's run.json ({} when absent or unreadable)."""
-    from catlab.trainer import read_info as read
-    try:
-        return read(Path(run_dir))
-    except (OSError, ValueError):
-        return {}
-
-
-def finished_info(run_dir, cfg) -> dict | None:
-    """run.json of a cell that already finished with this config (the trainer's own skip rule)."""
-    info = read_info(run_dir)
-    done = info.get("status") == "FINISHED" and info.get("step") == cfg.train.steps \
-        and info.get("config_hash") == cfg.hash() and (run_dir / "ckpt" / "last.pt").exists()
-    return info if done else None
-
-
-def run_cell(cfg_dict: dict, parent_run_id: str | None, tags: dict, threads: int | None = None,
-             start_line: str | None = None) -> dict:
-    """Train one cell; never raises for a failed run: returns {status, reason, step, mlflow_run_id, seconds}."""
-    import torch
-    from catlab.config import from_dict
-    from catlab.trainer import train
-    if threads:
-        torch.set_num_threads(threads)
-    if start_line:
-        print(start_line, flush=True)
-    cfg, t0 = from_dict(cfg_dict), time.time()
-    run_dir = Path(cfg.run.root) / cfg.run_name()
-    from catlab.trainer import Hooks
-    if _STOP is not None and _STOP.is_set():
-        return {"status": "PENDING", "reason": "not started: the grid was interrupted", "seconds": 0.0}
-    try:
-        r = train(cfg, Hooks(stop_fn=_STOP.is_set if _STOP is not None else None), parent_run_id=parent_run_id,
-                  tags=tags)
-        out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
-    except KeyboardInterrupt:
-        if _STOP is None:                 # in the grid's own process: the grid stops here
-            raise
-        out = killed(run_dir)             # a worker reports its cell KILLED (the trainer wrote why)
-    except (RunFailed, UserError) as e:
-        out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
-    except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
-        out = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
-    if "mlflow_run_id" not in out:
-        info = read_info(run_dir)
-        out.update(step=info.get("step", 0), mlflow_run_id=info.get("mlflow_run_id"))
-    return {**out, "seconds": time.time() - t0}
-
-
-def killed(run_dir) -> dict:
-    """The result of a cell that Ctrl-C stopped, from its run.json."""
-    info = read_info(run_dir)
-    return {"status": "KILLED", "reason": info.get("reason") or "interrupted by the user",
-            "step": info.get("step", 0), "mlflow_run_id": info.get("mlflow_run_id")}
-
-
-# ---- validation before anything runs ----------------------------------------------------------------
-def preflight(cells: list[Cell]) -> None:
-    """Data that must exist on disk is loaded once, the device and the tracking URI checked, before any cell
-    starts."""
-    from catlab.data import build_dataset
-    from catlab.tracking import check_uri
-    from catlab.trainer import pick_device
-    for device in sorted({c.cfg.train.device for c in cells}):
-        pick_device(device)
-    for uri in sorted({c.cfg.run.tracking_uri for c in cells if c.cfg.run.mlflow}):
-        check_uri(uri)                    # a tracking URI whose scheme can never work
-    seen = []
-    for c in cells:
-        if c.cfg.data.name != "shapes" and c.cfg.data not in seen:   # generated data cannot be missing
-            seen.append(c.cfg.data)
-            build_dataset(c.cfg.data)
+from experiments.cell import init_worker, killed, preflight, run_cell, threads_for
+from experiments.grid import Cell, build_grid, check_options, command, get_study, print_grid, study_dir
+from experiments.worker import open_parent
+from experiments.wrapup import analyse, build_report, print_summary
 
 
 # ---- MLflow: the study's parent run ----------------------------------------------------------------
-def open_parent(study, profile: str, overrides: list[str], cells: list[Cell], previous: dict):
+def study_parent(study, profile: str, overrides: list[str], cells: list[Cell], previous: dict):
     """(MLflow client, parent run id, created?); reuses study.json's parent for the same profile/overrides."""
     cfg = cells[0].cfg
     if not cfg.run.mlflow:
@@ -131,22 +44,17 @@ def open_parent(study, profile: str, overrides: list[str], cells: list[Cell], pr
     pid = previous.get("parent_run_id")
     same = previous.get("profile") == profile and \
         sorted(o for o in previous.get("overrides", []) if not o.startswith("run.")) == key
-    exists = bool(pid) and ml.exists(pid)      # (a run id of another store is simply not found)
-    if exists and same:
-        ml.resume(pid)
-        return ml, pid, False
-    if exists and ml.status(pid) == "RUNNING":  # a killed grid of another profile/overrides: close it
+    if pid and not same and ml.exists(pid) and ml.status(pid) == "RUNNING":   # a killed grid of another
         ml.end(pid, "KILLED", "superseded by a run of the study with another profile or overrides")
-    pid = ml.create_run(study.name, study.name, {"study": study.name, "profile": profile, "kind": "study"})
-    if pid:
-        ml.log_params(pid, {"study": study.name, "profile": profile, "axes": ",".join(study.axes),
-                            "overrides": " ".join(overrides) or "none"})
-    return ml, pid, True
+    new = open_parent(ml, study.name, pid if same else None, {"study": study.name, "profile": profile, "kind": "study"},
+                      {"study": study.name, "profile": profile, "axes": ",".join(study.axes),
+                       "overrides": " ".join(overrides) or "none"})
+    return ml, new, new != pid or not same
 
 
 def reap_orphans(ml, study: str, pid: str, cells: list[Cell]) -> None:
     """Child runs left RUNNING by a killed grid whose run dir never recorded them: mark them KILLED."""
-    known = {read_info(c.run_dir).get("mlflow_run_id") for c in cells}
+    known = {read_info(c.run_dir, strict=False).get("mlflow_run_id") for c in cells}
     try:
         runs = ml.runs(study, f"tags.mlflow.parentRunId = '{pid}' and attributes.status = 'RUNNING'")
     except Exception:  # noqa: BLE001 -- MLflow down: nothing to reap
@@ -196,7 +104,7 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
             done(c, res)
         return
     import multiprocessing
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_for(workers)
     print(f"{len(todo)} cells on {workers} worker processes, {threads} torch thread(s) each", flush=True)
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
@@ -239,57 +147,6 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
             raise
 
 
-# ---- after the grid: analysis, report, summary ------------------------------------------------------
-def analyse(study: str, profile: str, claims=()) -> None:
-    """Analyse studies/<study> (study: the outputs dir name, e.g. ablation-consistency@1f3a9c2e)."""
-    try:
-        from analysis.quality import evaluate_study
-    except ImportError as e:
-        print(f"analysis: skipped (analysis.quality is not available: {e})")
-        return
-    try:
-        evaluate_study(STUDIES_ROOT / study, profile=profile, claims=claims)
-    except Exception as e:  # noqa: BLE001 -- the runs are safe; say how to redo the analysis
-        print(f"analysis: failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-              f"redo it with: catlab analyze {study} --debug")
-
-
-def build_report(study: str, profile: str) -> None:
-    try:
-        from reports.build import report
-    except ImportError as e:
-        print(f"report: skipped (reports.build is not available: {e})")
-        return
-    try:
-        report(study, figures_only=False, profile=profile)
-    except Exception as e:  # noqa: BLE001
-        print(f"report: failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-              f"redo it with: catlab report {study} --debug")
-
-
-def print_summary(study, sdir: Path, rows: list[dict], ml, pid) -> None:
-    print(f"\n== {study.name}: cells ({sdir / 'cells.csv'})")
-    print(outputs.status_table(rows, list(study.axes)))
-    try:
-        arms = [",".join(f"{a}={v}" for a, v in arm.items()) if len(arm) > 1 else next(iter(arm.values()))
-                for arm in study.arms()]
-        tables = outputs.quality_tables(sdir, arms)
-    except Exception as e:  # noqa: BLE001 -- a summary the analysis shaped differently: say so, go on
-        tables = f"(could not read {sdir / 'summary.csv'}: {type(e).__name__}: {e})"
-    if tables:
-        print(f"\n== {study.name}: quality and diagnostics\n{tables}")
-    claims = outputs.claims_table(sdir)
-    if claims:
-        print(f"\n== {study.name}: claims (paired by seed; {sdir / 'claims.csv'})\n{claims}")
-    html = os.path.join("reports", "out", sdir.name, "index.html")
-    print(f"\nreport:  {html if os.path.exists(html) else '(none written)'}")
-    if ml is not None:
-        from catlab.tracking import default_uri
-        print(f"MLflow:  {ml.uri}  (experiment {study.name}, parent run {pid})")
-        print("open it: make mlflow-ui" if ml.uri == default_uri() and "MLFLOW_TRACKING_URI" not in os.environ
-              else f"open it: mlflow ui --backend-store-uri {ml.uri}")
-
-
 # ---- the command ------------------------------------------------------------------------------------
 def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: int = 1,
            dry_run: bool = False, overrides=(), storage: str | None = None) -> int:
@@ -310,7 +167,7 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
     sdir = study_dir(st.name, profile, overrides)
     sdir.mkdir(parents=True, exist_ok=True)
     info_path = sdir / "study.json"
-    ml, pid, created = open_parent(st, profile, overrides, cells, outputs.read_study_json(info_path))
+    ml, pid, created = study_parent(st, profile, overrides, cells, outputs.read_study_json(info_path))
     results: dict[str, dict] = {}
 
     def save() -> list[dict]:
@@ -324,7 +181,7 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
 
     todo = []
     for c in cells:   # finished cells are skipped here, without building their data
-        info = finished_info(c.run_dir, c.cfg)
+        info = is_finished(c.run_dir, c.cfg)
         if info:
             results[c.name] = {"status": "FINISHED", "reason": "", "mlflow_run_id": info.get("mlflow_run_id")}
             child = info.get("mlflow_run_id")

@@ -3,10 +3,10 @@
 
     search("ablation-consistency-weight", trials=8, workers=2)     # -> 0 once 8 trials are COMPLETE
 
-A trial's config = defaults + study base + profile + SEARCH_BASE[profile] (the search budget) + space(trial) +
+A trial's config = defaults + study base + profile + the profile's search budget (catlab.profiles) + space(trial) +
 user overrides, with run.root = studies/search-<study>/runs (run dir <hash>-s<seed>: a re-queued trial resumes
 its run). Objective `fid` (default, minimised): the final-scale FID of the trained EMA generator on n fixed (z, y)
-of the seed (EVAL[profile]; the offline domain extractor on the cpu profile). `fid+misalignment`: two objectives
+of the seed (the profile's search_eval; the offline domain extractor on the cpu profile). `fid+misalignment`: two objectives
 (FID, mean L2 discrepancy over stages 1..K-1) and a Pareto front. Pruning (median by default, or hyperband) is fed
 by a cheap final-scale FID every `eval_every` steps through the trainer's hooks (median: MedianPruner with 3
 startup trials and a warm-up of half the steps; hyperband: resources eval_every..steps); Optuna prunes
@@ -22,30 +22,22 @@ under it with tags trial, study and trial_state. Outputs: reports/out/<search>/ 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 from catlab.config import load_config, parse_overrides
 from catlab.errors import UserError
+from catlab.profiles import get_profile
 from experiments import Study
+from experiments.cell import threads_for
 from experiments.grid import get_study, study_dir
 from experiments.search_report import write_outputs
 from experiments.search_storage import budget_lock, counts, open_storage, resolve, run_workers
-from experiments.search_worker import Plan, mlflow_client, work, work_entry
+from experiments.search_worker import Plan, mlflow_client, work
+from experiments.worker import open_parent
 
-# The budget of one trial per profile (a study's `search_base` attribute, when it has one, goes on top).
-# cpu: a demonstration budget -- `make search` (8 trials, 2 workers) in about 12 min on 2 busy cores; the
-# ranking after 60 steps is a hint, not a result: pass train.steps=1200 data.n=10000 (the cpu recipe) for a
-# real CPU search.
-SEARCH_BASE = {
-    "cpu": {"data.n": 2000, "train.steps": 60, "train.batch": 16, "train.log_every": 10,
-            "train.ckpt_every": 30, "train.sample_every": 60},
-    "gpu": {},
-}
-EVAL = {"cpu": {"n_eval": 500, "n_step": 128, "extractor": "domain"},      # final FID n, pruning FID n
-        "gpu": {"n_eval": 10000, "n_step": 2000, "extractor": "auto"}}
+# The budget of one trial and its evaluation sizes are the profile's (catlab.profiles: search, search_eval).
 OBJECTIVES = {"fid": ("minimize",), "fid+misalignment": ("minimize", "minimize")}
 PRUNERS = ("median", "hyperband", "none")
 SET_BY_SEARCH = ("run.root", "run.experiment")
@@ -91,8 +83,8 @@ def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, p
     above = {**user, "run.root": str(study_dir(name) / "runs"), "run.experiment": name}
     if workers > 1 and "run.progress" not in user:
         above["run.progress"] = False                      # bars of parallel workers would interleave
-    below = {**st.base, **st.profiles[profile], **SEARCH_BASE.get(profile, {}), **getattr(st, "search_base", {})}
-    ev = {**EVAL.get(profile, EVAL["cpu"]), **{k: v for k, v in (("n_eval", n_eval), ("n_step", n_step)) if v}}
+    below = {**st.base, **st.profiles[profile], **get_profile(profile).search}
+    ev = {**get_profile(profile).search_eval, **{k: v for k, v in (("n_eval", n_eval), ("n_step", n_step)) if v}}
     for key in ("n_eval", "n_step"):
         if isinstance(ev[key], bool) or not isinstance(ev[key], int) or ev[key] < 2:
             raise UserError(f"{key} must be an int >= 2, but got {key}={ev[key]!r}")
@@ -119,8 +111,7 @@ def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, p
     plan = Plan(st.name if get_study_or_none(st.name) is st else st, name, objective, trials, below, above,
                 resolve(storage, st.name), names, protocol_name("fid", short, ev["n_step"], K), t.steps,
                 ev["n_eval"], ev["n_step"], every, ev["extractor"], pruner, int(heartbeat),
-                time.time() + timeout if timeout else None,
-                max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+                time.time() + timeout if timeout else None, threads_for(workers))
     return plan, cfg
 
 
@@ -133,7 +124,7 @@ def get_study_or_none(name: str):
 
 def preflight(cfg, plan: Plan) -> None:
     """The data and the FID reference statistics (computed once here, so parallel workers only read them)."""
-    from analysis.quality import cache_root, real_pyramid
+    from analysis.inputs import cache_root, real_pyramid
     from catlab.metrics.fidelity import quality, reference_key
     key = reference_key(cfg.data.name, cfg.data.resampler, cfg.data.resolution)
     for n in sorted({plan.n_eval, plan.n_step}):
@@ -164,16 +155,11 @@ def parent_run(study, plan: Plan, identity: dict, ml) -> str | None:
     if ml is None:
         return None
     with budget_lock(plan.storage, plan.name):
-        pid = study.user_attrs.get("mlflow_parent_run_id")
-        if pid and ml.exists(pid):
-            ml.resume(pid)
-            return pid
-        pid = ml.create_run(plan.name, plan.name, {"kind": "search", "study": identity["study"],
-                                                   "objective": plan.objective, "storage": str(plan.storage)})
-        if pid:
-            ml.log_params(pid, {**identity, "overrides": " ".join(identity["overrides"]) or "none"})
-            study.set_user_attr("mlflow_parent_run_id", pid)
-    return pid
+        return open_parent(ml, plan.name, study.user_attrs.get("mlflow_parent_run_id"),
+                           {"kind": "search", "study": identity["study"], "objective": plan.objective,
+                            "storage": str(plan.storage)},
+                           {**identity, "overrides": " ".join(identity["overrides"]) or "none"},
+                           lambda pid: study.set_user_attr("mlflow_parent_run_id", pid))
 
 
 def finish(study, plan: Plan, ml, pid, codes: list[int], started: float) -> int:
@@ -220,7 +206,7 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     """Run (or resume) an Optuna search until `trials` trials are COMPLETE. Returns 0, or 1 when it fell short.
 
     study: a registered study name (or a Study). pruner: median | hyperband | none | an optuna pruner.
-    n_eval / n_step: samples of the final FID / of the pruning FID (default EVAL[profile]); eval_every: steps
+    n_eval / n_step: samples of the final FID / of the pruning FID (default: the profile's search_eval); eval_every: steps
     between pruning evaluations (a multiple of train.log_every; default about steps / 5). heartbeat: seconds
     between the heartbeats of RDB storages (a trial is stale after 2x)."""
     import optuna
@@ -246,5 +232,5 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     print(f"{name}: {trials} COMPLETE trials wanted, {c['COMPLETE']} done; {workers} worker process(es); "
           f"objective {' + '.join(plan.names)}; pruner {prune}; storage {plan.storage}; "
           f"runs under {plan.above['run.root']}", flush=True)
-    codes = run_workers(work, work_entry, plan, workers, "search") if c["COMPLETE"] < trials else []
+    codes = run_workers(work, plan, workers, "search") if c["COMPLETE"] < trials else []
     return finish(study_obj, plan, ml, pid, codes, started)

@@ -249,13 +249,20 @@ def counts(study) -> dict[str, int]:
     return out
 
 
-def run_workers(work, entry, plan, workers: int, label: str) -> list[int]:
-    """work(plan, 0) in this process when workers == 1; else `workers` spawned processes entry(plan, i),
+def _entry(work, plan, index: int) -> None:
+    """A spawned worker process: its exit status is work()'s."""
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(work(plan, index))
+
+
+def run_workers(work, plan, workers: int, label: str) -> list[int]:
+    """work(plan, 0) in this process when workers == 1; else `workers` spawned processes running work(plan, i),
     i = 1..workers, named <label>-worker-i. Returns the exit codes. Ctrl-C gives them 30 s to re-queue."""
     if workers == 1:
         return [work(plan, 0)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=entry, args=(plan, i + 1), name=f"{label}-worker-{i + 1}") for i in range(workers)]
+    procs = [ctx.Process(target=_entry, args=(work, plan, i + 1), name=f"{label}-worker-{i + 1}")
+             for i in range(workers)]
     for p in procs:
         p.start()
     try:

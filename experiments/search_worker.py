@@ -13,18 +13,14 @@ every trial the same way).
 """
 from __future__ import annotations
 
-import fcntl
 import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catlab import rundir
 from catlab.errors import RunFailed, UserError
-from experiments.search_storage import (Liveness, StorageSpec, budget_lock, counts, open_storage, reap,
-                                        requeue_stale)
-
-POLL_S = 2.0        # how often a worker that waits for others looks at the storage again
+from experiments.search_storage import Liveness, StorageSpec, counts, requeue_stale
+from experiments.worker import open_worker, say_for, worker_loop
 
 
 @dataclass
@@ -74,17 +70,19 @@ def make_pruner(plan: Plan, steps: int):
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=steps // 2, interval_steps=1)
 
 
-# ---- evaluations (analysis.quality's building blocks: fixed inputs, generation, per-scale FID) ------------
+# ---- evaluations (analysis' building blocks: fixed inputs, generation, per-scale FID) ---------------------
 def final_fid(stages, cfg, n: int, extractor: str) -> float:
-    from analysis.quality import scale_quality
+    from analysis.measures import scale_quality
     rows, _ = scale_quality(stages[-1:], cfg.data, n, ("fid",), extractor)
     return rows[0][2]
 
 
 def evaluate(run_dir: Path, plan: Plan, device: str) -> list[float]:
     """[FID] or [FID, mean L2 discrepancy] of the run's EMA generator on n fixed (z, y)."""
-    from analysis.quality import diagnostics, fixed_inputs, generate
+    from analysis.inputs import generate
+    from analysis.measures import diagnostics
     from catlab.checkpoint import load_generator
+    from catlab.rundir import fixed_inputs
     G, cfg = load_generator(run_dir, device=device)
     stages = generate(G, *fixed_inputs(run_dir, plan.n_eval, cfg.seed, G.z_dim, G.num_classes))
     values = [final_fid(stages, cfg, plan.n_eval, plan.extractor)]
@@ -99,7 +97,8 @@ def evaluate(run_dir: Path, plan: Plan, device: str) -> list[float]:
 def pruning_hooks(trial, plan: Plan):
     """progress_fn: the cheap FID every plan.every steps (reported to MLflow, and to the trial when single-objective);
     abort_fn: a reason when the pruner says so after a new report (never at the last step)."""
-    from analysis.quality import fixed_inputs, generate
+    from analysis.inputs import generate
+    from catlab.rundir import fixed_inputs
     from catlab.trainer import Hooks
     fresh = {}
 
@@ -126,11 +125,11 @@ def pruning_hooks(trial, plan: Plan):
 # ---- one trial ------------------------------------------------------------------------------------------
 def run_trial(trial, plan: Plan, lock, liveness: Liveness, parent_run_id):
     import optuna
-    from catlab.trainer import pick_device, read_info, train
+    from catlab.trainer import pick_device, train
     trial.set_user_attr("worker", liveness.tag)
     lock.release()                                       # the trial exists (RUNNING): others may ask now
     cfg = plan.config(trial)
-    run_dir = Path(cfg.run.root) / cfg.run_name()
+    run_dir = rundir.path_of(cfg)
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("config_hash", cfg.hash())
     tags = {"trial": trial.number, "study": plan.name, "kind": "trial"}
@@ -138,13 +137,11 @@ def run_trial(trial, plan: Plan, lock, liveness: Liveness, parent_run_id):
         tags["retry_of"] = trial.user_attrs["number"]
         trial.set_user_attr("retry_of", trial.user_attrs["number"])
     trial.set_user_attr("number", trial.number)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.with_name(run_dir.name + ".lock"), "w") as held:   # a twin trial (same config) waits here
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with rundir.held(run_dir):                           # a twin trial (same config) waits here
         try:
             result = train(cfg, pruning_hooks(trial, plan), run_dir, parent_run_id=parent_run_id, tags=tags)
         finally:
-            info = read_info(run_dir)
+            info = rundir.read_info(run_dir)
             if info.get("mlflow_run_id"):
                 trial.set_user_attr("mlflow_run_id", info["mlflow_run_id"])
     trial.set_user_attr("steps", result.step)
@@ -200,18 +197,13 @@ def on_stale(plan: Plan, ml, say):
 def work(plan: Plan, index: int = 0) -> int:
     """Run trials until the study holds plan.trials COMPLETE ones (or the deadline); 0, or 1 after FAIL streaks."""
     import optuna
-    if plan.threads:
-        import torch
-        torch.set_num_threads(plan.threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    say = (lambda m: print(f"[worker {index}] {m}", flush=True)) if index else (lambda m: print(m, flush=True))
+    say = say_for(index)
     ml = mlflow_client(plan)
     stale = on_stale(plan, ml, say)
-    storage = open_storage(plan.storage, plan.heartbeat, stale)
-    study = optuna.load_study(study_name=plan.name, storage=storage, pruner=make_pruner(plan, plan.steps))
+    study, lock, liveness = open_worker(plan.storage, plan.name, plan.heartbeat, stale, plan.threads,
+                                        pruner=make_pruner(plan, plan.steps))
     parent = study.user_attrs.get("mlflow_parent_run_id")
-    lock, liveness = budget_lock(plan.storage, plan.name), Liveness(plan.storage)
-    report, last, fails = after_trial(plan, ml, say), {}, 0
+    report, last, fails = after_trial(plan, ml, say), {}, {"n": 0}
 
     def done(study, t) -> None:
         report(study, t)
@@ -226,29 +218,17 @@ def work(plan: Plan, index: int = 0) -> int:
             own = isinstance(e, (RunFailed, UserError)) and str(e).strip()
             trial.set_user_attr("error", (str(e) if own else f"{type(e).__name__}: {e}").strip().splitlines()[0][:300])
             raise
-    try:
-        while plan.deadline is None or time.time() < plan.deadline:
-            with lock:
-                reap(study, liveness, stale)
-                c = counts(study)
-                if c["COMPLETE"] >= plan.trials:
-                    return 0
-                room = c["COMPLETE"] + c["RUNNING"] < plan.trials
-                if room:
-                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[done])
-            if not room:
-                time.sleep(POLL_S)
-                continue
-            fails = fails + 1 if last.pop("state", "FAIL") == "FAIL" else 0
-            if fails >= 3:
-                say("3 trials failed in a row: this worker stops (see the reasons above)")
-                return 1
-        return 0
-    finally:
-        liveness.close()
 
+    def next_action():
+        c = counts(study)
+        return 0 if c["COMPLETE"] >= plan.trials else "run" if c["COMPLETE"] + c["RUNNING"] < plan.trials else "wait"
 
-def work_entry(plan: Plan, index: int) -> None:
-    """The spawned process' entry point: exit status = work()'s."""
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    raise SystemExit(work(plan, index))
+    def after():
+        fails["n"] = fails["n"] + 1 if last.pop("state", "FAIL") == "FAIL" else 0
+        if fails["n"] >= 3:
+            say("3 trials failed in a row: this worker stops (see the reasons above)")
+            return 1
+        return None
+    return worker_loop(study, lock, liveness, stale, next_action,
+                       lambda: study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[done]), after,
+                       plan.deadline)

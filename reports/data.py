@@ -26,11 +26,8 @@ TABLES = ("cells", "table", "summary", "tests", "claims", "drift", "curve", "dia
 
 
 def registry():
-    """experiments.STUDIES, or None while the registry is not importable."""
-    try:
-        from experiments import STUDIES
-    except ImportError:
-        return None
+    """experiments.STUDIES."""
+    from experiments import STUDIES
     return STUDIES
 
 
@@ -157,7 +154,7 @@ def load(study: str, root: str | Path = "studies") -> StudyData:
     reg = registry()
     sdir = Path(root) / study
     base = study.split("@", 1)[0]                            # studies/<name>@<variant>: another profile/overrides
-    if reg is not None and base not in reg and not sdir.exists():
+    if base not in reg and not sdir.exists():
         raise UserError(f"study must be one of {', '.join(sorted(reg))}, but got study={study!r} "
                         "(run `catlab list studies` first)")
     if not sdir.is_dir() or not any((sdir / f).exists() for f in ("study.json", "cells.csv", "table.csv")):

@@ -141,11 +141,8 @@ def fig6(sd, out_dir, ctx):
         return [], None           # not a model-size study: nothing to say
     if sd.table is None:
         return [], f"fig6 skipped: table.csv is missing (run `catlab analyze {sd.name}`)"
-    try:
-        from catlab.models import SIZES
-        rank = {s: i for i, s in enumerate(SIZES)}
-    except ImportError:
-        rank = {}
+    from catlab.models import SIZES
+    rank = {s: i for i, s in enumerate(SIZES)}
     order = sorted(sd.values[size_ax], key=lambda v: rank.get(str(sd.setting(size_ax, v, "model.size")), 99))
     return by_axis(sd, out_dir, ctx, size_ax, "fig6",
                    f"{sd.name}: the consistency effect against model size (mean, 95 % CI, seeds)", order)

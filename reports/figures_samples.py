@@ -2,7 +2,7 @@
 
 Each arm is one column group: a row per (z, y), a column per stage, every stage upsampled (nearest) to the
 final size, so what a later stage rewrites can be seen by eye. The images come from studies/<study>/
-samples.pt, which the analysis writes (analysis.quality.write_samples: every arm's EMA generator on the
+samples.pt, which the analysis writes (analysis.study.write_samples: every arm's EMA generator on the
 fixed eval set of one seed that every arm has); reports never load a checkpoint.
 """
 from __future__ import annotations

@@ -27,14 +27,14 @@ from experiments.runner import ablate
 STUDY = "ablation-consistency"
 TINY = FAST + ["train.steps=2", "data.n=64", "train.batch=4"]
 NAMES = [f"consistency={a},seed={s}" for s in range(2) for a in ("on", "off")]
-# analysis.quality and reports.build stand-ins that record each call (one line per call) in analysis.log
+# analysis.study and reports.build stand-ins that record each call (one line per call) in analysis.log
 WRAPPER = textwrap.dedent("""
     import sys, types
     if __name__ == "__main__":
         def record(*a, **k):
             with open("analysis.log", "a") as f:
                 f.write(repr(a) + "\\n")
-        for name, fn in (("analysis.quality", "evaluate_study"), ("reports.build", "report")):
+        for name, fn in (("analysis.study", "evaluate_study"), ("reports.build", "report")):
             mod = types.ModuleType(name)
             setattr(mod, fn, record)
             sys.modules[name] = mod
@@ -103,7 +103,7 @@ def test_two_workers_on_one_journal_run_each_cell_once(workdir, monkeypatch, cap
 
     # again, in this process, with a twin of cell 0 queued (what a sampler race leaves): nothing trains
     calls = []
-    for name, fn in (("analysis.quality", "evaluate_study"), ("reports.build", "report")):
+    for name, fn in (("analysis.study", "evaluate_study"), ("reports.build", "report")):
         monkeypatch.setattr(__import__(name, fromlist=[fn]), fn, lambda *a, _n=fn, **k: calls.append(_n))
     study.enqueue_trial({"cell": NAMES[0]})
     capsys.readouterr()
@@ -120,7 +120,7 @@ def test_a_failed_cell_is_failed_the_grid_goes_on_and_the_next_start_retries_it(
     st = Study("test-failing", "one arm overflows", {}, {"cpu": {}},
                {"reg": {"boom": {"loss.reg.gamma": 1e300}, "ok": {}}}, seeds=1)
     monkeypatch.setitem(STUDIES, st.name, st)
-    for name, fn in (("analysis.quality", "evaluate_study"), ("reports.build", "report")):
+    for name, fn in (("analysis.study", "evaluate_study"), ("reports.build", "report")):
         monkeypatch.setattr(__import__(name, fromlist=[fn]), fn, lambda *a, **k: None)
     journal = workdir / "grid.journal"
     over = TINY + ["run.mlflow=false"]

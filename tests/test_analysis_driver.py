@@ -1,4 +1,4 @@
-"""analysis.quality / driver / hooks on one tiny trained run (2 steps, a snapshot per step, the hook on).
+"""analysis.run_eval / command / hooks on one tiny trained run (2 steps, a snapshot per step, the hook on).
 
 Pins: the documented metric names with finite values, batch-size invariance of generate() and of the
 diagnostics, the hook's diag_* rows (equal to the offline diagnostics of the final EMA generator), the
@@ -12,8 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis import quality as Q
-from analysis.driver import analyze
+from analysis import inputs, run_eval
+from analysis import study as study_mod
+from analysis.measures import diagnostics
+from catlab.rundir import fixed_inputs
+from analysis.command import analyze
 from analysis.hooks import diagnostics_hook
 from catlab.checkpoint import load_generator
 from catlab.config import load_config
@@ -54,8 +57,8 @@ def test_hook_reports_diagnostics_into_metrics_jsonl(run):
     assert diag["value"].map(math.isfinite).all()
     # the step-2 values are the diagnostics of the final EMA generator on the first 16 eval samples
     G, cfg = load_generator(run)
-    z, y = Q.fixed_inputs(run, 16, cfg.seed, G.z_dim, G.num_classes)
-    offline = dict(((f"diag_{m}_s{k}"), v) for m, k, v in Q.diagnostics(Q.generate(G, z, y), ["l2", "lpips-domain"]))
+    z, y = fixed_inputs(run, 16, cfg.seed, G.z_dim, G.num_classes)
+    offline = dict(((f"diag_{m}_s{k}"), v) for m, k, v in diagnostics(inputs.generate(G, z, y), ["l2", "lpips-domain"]))
     at2 = diag[diag["step"] == 2].set_index("name")["value"]
     for name, v in offline.items():
         assert at2[name] == pytest.approx(v, rel=1e-4, abs=1e-6), name
@@ -63,13 +66,13 @@ def test_hook_reports_diagnostics_into_metrics_jsonl(run):
 
 def test_generate_and_diagnostics_are_batch_size_invariant(run):
     G, cfg = load_generator(run)
-    z, y = Q.fixed_inputs(run, 20, cfg.seed, G.z_dim, G.num_classes)
-    whole, chunked = Q.generate(G, z, y, batch=256), Q.generate(G, z, y, batch=7)
+    z, y = fixed_inputs(run, 20, cfg.seed, G.z_dim, G.num_classes)
+    whole, chunked = inputs.generate(G, z, y, batch=256), inputs.generate(G, z, y, batch=7)
     assert [tuple(x.shape) for x in whole] == [(20, 3, s, s) for s in (2, 4, 8, 16)]
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    d1 = Q.diagnostics(whole, ["l2", "lpips-domain"], batch=256)
-    d2 = Q.diagnostics(chunked, ["l2", "lpips-domain"], batch=8)
+    d1 = diagnostics(whole, ["l2", "lpips-domain"], batch=256)
+    d2 = diagnostics(chunked, ["l2", "lpips-domain"], batch=8)
     assert [r[:2] for r in d1] == [r[:2] for r in d2]
     for (_, _, v1), (_, _, v2) in zip(d1, d2):
         assert v1 == pytest.approx(v2, rel=1e-4, abs=1e-6)
@@ -77,10 +80,10 @@ def test_generate_and_diagnostics_are_batch_size_invariant(run):
 
 def test_fixed_inputs_extend_the_eval_set_deterministically(run):
     ev = torch.load(run / "eval_set.pt", weights_only=True)
-    z, y = Q.fixed_inputs(run, 300, 0, ev["z"].shape[1], 10)
+    z, y = fixed_inputs(run, 300, 0, ev["z"].shape[1], 10)
     assert torch.equal(z[:256], ev["z"]) and torch.equal(y[:256], ev["y"])
-    z2, _ = Q.fixed_inputs(run, 300, 0, ev["z"].shape[1], 10)
-    z3, _ = Q.fixed_inputs(run, 300, 1, ev["z"].shape[1], 10)
+    z2, _ = fixed_inputs(run, 300, 0, ev["z"].shape[1], 10)
+    z3, _ = fixed_inputs(run, 300, 1, ev["z"].shape[1], 10)
     assert torch.equal(z, z2) and not torch.equal(z[256:], z3[256:])
     assert y[256:].tolist() == [i % 10 for i in range(256, 300)]
 
@@ -88,9 +91,9 @@ def test_fixed_inputs_extend_the_eval_set_deterministically(run):
 def test_evaluate_run_names_values_cache_and_mlflow(run, monkeypatch):
     import catlab.data
     loads = []                                         # generators built: a computed evaluation builds one
-    real_load = Q.load_generator
-    monkeypatch.setattr(Q, "load_generator", lambda *a, **k: loads.append(1) or real_load(*a, **k))
-    first = Q.evaluate_run(run, n=N)
+    real_load = run_eval.load_generator
+    monkeypatch.setattr(run_eval, "load_generator", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    first = run_eval.evaluate_run(run, n=N)
     assert len(loads) == 1
     info = first.attrs["info"]
     names = set(first["metric"])
@@ -103,8 +106,8 @@ def test_evaluate_run_names_values_cache_and_mlflow(run, monkeypatch):
     assert (first[first["metric"] == f"kid_std_domain_{N}"]["value"] > 0).all()    # subsets of N/2: they differ
     # shape_acc: the colour-blind classifier on each stage of the same n samples, against their classes
     G, cfg = load_generator(run)
-    z, y = Q.fixed_inputs(run, N, cfg.seed, G.z_dim, G.num_classes)
-    expected = [shape_accuracy(x, y) for x in Q.generate(G, z, y)]
+    z, y = fixed_inputs(run, N, cfg.seed, G.z_dim, G.num_classes)
+    expected = [shape_accuracy(x, y) for x in inputs.generate(G, z, y)]
     assert first[first["metric"] == "shape_acc"].sort_values("stage")["value"].tolist() == expected
     direction = first[first["metric"] == "direction_l2"].set_index("stage")["value"]
     assert direction[3] == pytest.approx(1.0)                  # x_{K-1}'s next stage is the final one
@@ -118,14 +121,14 @@ def test_evaluate_run_names_values_cache_and_mlflow(run, monkeypatch):
     built = []
     real_build = catlab.data.build_dataset
     monkeypatch.setattr(catlab.data, "build_dataset", lambda *a, **k: built.append(1) or real_build(*a, **k))
-    Q._REAL.clear()
-    second = Q.evaluate_run(run, n=N, reuse=False, log=False)
+    inputs._REAL.clear()
+    second = run_eval.evaluate_run(run, n=N, reuse=False, log=False)
     assert second.attrs["info"]["cache_hits"] == [True] * 4 and built == [] and len(loads) == 2
     pd.testing.assert_frame_equal(first, second, rtol=1e-6)
     # third: the run is unchanged, so its result is read back from <run_dir>/analysis/: no generator is built
     memo = sorted(p for p in (run / "analysis").rglob("*") if p.is_file())
     assert memo, "no result was kept under <run_dir>/analysis/"
-    third = Q.evaluate_run(run, n=N)
+    third = run_eval.evaluate_run(run, n=N)
     assert len(loads) == 2 and built == []
     assert third.attrs["info"]["reused"] and len(client.get_metric_history(run_id, f"fid_domain_{N}_s4")) == 1
     pd.testing.assert_frame_equal(first, third)
@@ -168,7 +171,7 @@ def test_evaluate_study_writes_tables(run, tmp_path):
     pd.DataFrame(rows).to_csv(study / "cells.csv", index=False)
     parent = MLflow().create_run("catlab", "toy")
     (study / "study.json").write_text(json.dumps({"study": "toy", "parent_run_id": parent}))
-    table = Q.evaluate_study(study, n=N, metrics=("fid",), distances=("l2",), curve=True, curve_fid=True,
+    table = study_mod.evaluate_study(study, n=N, metrics=("fid",), distances=("l2",), curve=True, curve_fid=True,
                              progress=False)
     assert list(table.columns) == ["cell", "seed", "consistency", "metric", "stage", "value"]
     assert len(table) == 4 * (3 * 3 + 4)

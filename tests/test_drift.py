@@ -14,7 +14,8 @@ import torch
 
 from analysis import drift as Drb
 from analysis import trajectory as Dr
-from analysis.quality import fixed_inputs, generate
+from analysis.inputs import generate
+from catlab.rundir import fixed_inputs
 from catlab.checkpoint import atomic_save, load_generator
 from catlab.config import load_config, save_config
 from catlab.errors import UserError

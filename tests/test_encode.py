@@ -188,7 +188,7 @@ def test_torchvision_source_labels_and_class_names(tiny, tmp_path, monkeypatch):
 def test_ddp_training_on_the_store_then_decoding_for_metrics(tiny, workdir, monkeypatch, capsys):
     """2 CPU ranks train 4 steps on the encoded store; `catlab sample` and the FID evaluation decode with
     the same VAE (its folder as $CATLAB_VAE)."""
-    from analysis.quality import evaluate_run
+    from analysis.run_eval import evaluate_run
     from catlab.checkpoint import safe_load
     over = [f"data.name=latents:{tiny / 'ref'}", f"data.resolution={LAT}", "model.stages=3", "train.batch=8",
             "train.steps=4", "train.log_every=2", "train.sample_every=4", "train.ckpt_every=100",

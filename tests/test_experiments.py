@@ -36,8 +36,8 @@ def _cells_csv(workdir, study):
 
 
 def _stub_analysis(monkeypatch, calls):
-    """Fast stand-ins for analysis.quality / reports.build (the real path is tested once, below)."""
-    for name, fn_name in (("analysis.quality", "evaluate_study"), ("reports.build", "report")):
+    """Fast stand-ins for analysis.study / reports.build (the real path is tested once, below)."""
+    for name, fn_name in (("analysis.study", "evaluate_study"), ("reports.build", "report")):
         mod = types.ModuleType(name)
         setattr(mod, fn_name, lambda *a, _n=fn_name, **k: calls.append((_n, a, k)) or 0)
         monkeypatch.setitem(sys.modules, name, mod)
@@ -142,7 +142,7 @@ def test_an_override_invalid_for_one_cell_only_names_that_cell(workdir, monkeypa
 WRAPPER = textwrap.dedent("""
     import sys, types
     if __name__ == "__main__":            # spawned workers import this file again
-        for name, fn in (("analysis.quality", "evaluate_study"), ("reports.build", "report")):
+        for name, fn in (("analysis.study", "evaluate_study"), ("reports.build", "report")):
             mod = types.ModuleType(name)
             setattr(mod, fn, lambda *a, **k: 0)
             sys.modules[name] = mod
@@ -236,10 +236,10 @@ def test_a_failing_cell_is_failed_the_grid_goes_on_and_the_exit_code_is_1(workdi
     st = Study("test-failing", "one arm overflows", {}, {"cpu": {}},
                {"reg": {"boom": {"loss.reg.gamma": 1e300}, "ok": {}}}, seeds=1)
     monkeypatch.setitem(STUDIES, st.name, st)
-    quality = pytest.importorskip("analysis.quality")
+    quality = pytest.importorskip("analysis.study")
     import functools
-    import analysis.driver
-    monkeypatch.setitem(analysis.driver.PROFILES, "cpu", {**analysis.driver.PROFILES["cpu"], "n": 32})
+    from catlab.profiles import PROFILES
+    monkeypatch.setitem(PROFILES["cpu"].analysis, "n", 32)
     monkeypatch.setattr(quality, "evaluate_study", functools.partial(
         quality.evaluate_study, metrics=("fid",), distances=("l2",), drift=False, curve=False, progress=False))
     assert ablate(st.name, overrides=TINY) == 1

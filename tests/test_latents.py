@@ -185,7 +185,8 @@ def _rows(df, prefix):
 
 
 def test_analysis_decodes_latents_for_fid_and_lpips(latent_run, stub_decoder, capsys):
-    from analysis.quality import evaluate_run, real_pyramid
+    from analysis.inputs import real_pyramid
+    from analysis.run_eval import evaluate_run
     from catlab.data import resample, to_uint8
     df = evaluate_run(latent_run, n=NE, metrics=("fid", "kid"), distances=("l2", "lpips-domain"), log=False,
                       reuse=False)
@@ -215,7 +216,7 @@ def test_analysis_decodes_latents_for_fid_and_lpips(latent_run, stub_decoder, ca
 
 
 def test_analysis_without_decoder_keeps_latent_l2_and_says_so_once(latent_run, no_decoder, capsys, monkeypatch):
-    from analysis.quality import evaluate_run
+    from analysis.run_eval import evaluate_run
     from analysis.trajectory import quality_curve
     from catlab.cli import main
     assert main(["analyze", str(latent_run), "--n", str(NE), "--metrics", "fid", "kid", "l2", "lpips-domain"]) == 0

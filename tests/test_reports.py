@@ -102,7 +102,7 @@ def build_study(root: Path) -> Path:
                                                                                        index=False)
     pd.DataFrame(drift).to_csv(sdir / "drift.csv", index=False)
     pd.DataFrame(curve).to_csv(sdir / "curve.csv", index=False)
-    from analysis.quality import write_samples                  # fig8's images: the analysis writes them
+    from analysis.study import write_samples                  # fig8's images: the analysis writes them
     write_samples(sdir, pd.DataFrame(cells), ["consistency"])
     (sdir / "study.json").write_text(json.dumps({
         "study": STUDY, "profile": "cpu", "overrides": [], "command": f"catlab ablate {STUDY} --profile cpu",

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from analysis.misalignment import cross_scale_metrics
 from catlab.config import ConsistencyConfig
 from catlab.data.pyramid import pyramid, resample
-from catlab.losses import consistency, l2
+from catlab.distances import l2
+from catlab.losses import consistency
 from catlab.models.generator import Generator
 
 

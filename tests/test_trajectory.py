@@ -10,7 +10,10 @@ import torch
 
 from analysis import trajectory as T
 from analysis.drift import stage_moves
-from analysis.quality import diagnostics, distance_fn, fixed_inputs, generate, scale_quality, shape_rows
+from analysis.inputs import generate
+from analysis.measures import diagnostics, scale_quality, shape_rows
+from catlab.distances import get_distance as distance_fn
+from catlab.rundir import fixed_inputs
 from catlab.checkpoint import atomic_save, load_generator, snapshots
 from catlab.config import load_config, save_config
 from catlab.models import build_generator
