@@ -11,7 +11,7 @@
    is recorded FAILED with its reason and the grid goes on. Re-running the same command resumes the grid.
    Ctrl-C stops the running cells at the end of their step (a checkpoint each, KILLED with the reason),
    starts no other, marks the parent run KILLED and exits 130; a second Ctrl-C stops them at once.
-4. cells.csv and study.json, then the analysis (analysis.quality), the report (reports.build), a summary.
+4. cells.csv and study.json, then the analysis (analysis.study), the report (reports.build), a summary.
 """
 from __future__ import annotations
 
