@@ -27,8 +27,10 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from analysis.driver import read_cells
-from analysis.quality import diagnostics, fixed_inputs, generate, scale_quality, shape_rows
+from analysis.cells import read_cells
+from analysis.inputs import generate
+from analysis.measures import diagnostics, scale_quality, shape_rows
+from catlab.rundir import fixed_inputs
 from catlab.checkpoint import load_generator
 
 
