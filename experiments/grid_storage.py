@@ -13,7 +13,7 @@ A worker, under the storage's lock: reap the trials of dead workers (FAIL, re-qu
 while a cell has no trial yet or a trial waits in the queue, start one (study.optimize(n_trials=1): the grid
 point is taken, then the lock is released). A trial that got a cell another trial already holds (RUNNING or
 COMPLETE: a race the lock cannot rule out on servers without one) ends PRUNED without training. A cell trains
-through experiments.runner.run_cell, as in the local grid: the same run dir <hash>-s<seed> (a FINISHED one is
+through experiments.cell.run_cell, as in the local grid: the same run dir <hash>-s<seed> (a FINISHED one is
 skipped, a partly run one resumes from its checkpoint), the same nested MLflow run under the study's parent
 (its id in the Optuna study's user_attrs, per tracking URI). A failed cell ends FAIL and the grid goes on; each
 start of the command re-queues, once, the cells that had failed before it. A worker with nothing left to
@@ -31,14 +31,13 @@ from dataclasses import dataclass
 
 from catlab import rundir
 from catlab.errors import RunFailed, UserError
-from experiments import outputs
 from experiments.cell import preflight, run_cell, threads_for
 from experiments.grid import Cell, build_grid, command, get_study, print_grid, study_dir
 from experiments.grid_trials import STATUS, cell_of, cell_results, cell_trials, grid_sampler, pending, requeue_failed
-from experiments.search_storage import Liveness, StorageSpec, budget_lock, open_storage, reap, requeue_stale, resolve, \
-    run_workers
-from experiments.worker import open_parent, open_worker, say_for, worker_loop
-from experiments.wrapup import analyse, build_report, print_summary
+from experiments.search_storage import Liveness, StorageSpec, budget_lock, open_storage, reap, resolve, run_workers
+from experiments.worker import holding, mlflow_for, on_stale, open_worker, recorded, say_for, shared_parent, \
+    worker_loop
+from experiments.wrapup import finish_grid, print_summary, save_grid
 
 HEARTBEAT_S = 60    # RDB storages: seconds between a trial's heartbeats (stale after 2x)
 
@@ -77,21 +76,13 @@ def open_grid(spec: StorageSpec):
                         f"postgresql://user@host/db), but got storage={str(spec)!r} ({e.strerror or e})") from None
 
 
-def on_stale(cells: dict, ml, say):
+def stale_cells(cells: dict, ml, say):
     """A dead worker's trial: its cell's MLflow run ends KILLED (the retry resumes it); the cell is re-queued."""
-    def callback(study, t) -> None:
+    def run_id(t):
         c = cells.get(cell_of(t))
-        run_id = rundir.read_info(c.run_dir, strict=False).get("mlflow_run_id") if c else None
-        if ml is not None and run_id:
-            ml.end(run_id, "KILLED", "its grid worker died")
-        say(f"trial {t.number} ({cell_of(t)}) fail: its worker died; re-queued")
-        requeue_stale(study, t)
-    return callback
-
-
-def mlflow_client(cells: list[Cell]):
-    from catlab.tracking import MLflow
-    return MLflow(cells[0].cfg.run.tracking_uri) if cells[0].cfg.run.mlflow else None
+        return rundir.read_info(c.run_dir, strict=False).get("mlflow_run_id") if c else None
+    return on_stale(ml, run_id, "its grid worker died",
+                    lambda t: say(f"trial {t.number} ({cell_of(t)}) fail: its worker died; re-queued"))
 
 
 # ---- one cell: one trial --------------------------------------------------------------------------------------
@@ -111,12 +102,9 @@ def run_trial(trial, plan: GridPlan, cells: dict, names: list[str], lock, livene
         lock.release()
         current.clear()
         raise optuna.TrialPruned(f"{name} is held by trial {twin[0]}")
-    lock.release()                                      # the trial holds its cell (RUNNING): others may ask now
     c, k = cells[name], names.index(name) + 1
-    trial.set_user_attr("run_dir", str(c.run_dir))
-    trial.set_user_attr("config_hash", c.cfg.hash())
     tags = {**c.tags(plan.profile), "trial": trial.number, "optuna_study": plan.name}
-    with rundir.held(c.run_dir):                        # a twin on a shared disk waits
+    with holding(trial, lock, c.cfg):
         info = rundir.is_finished(c.run_dir, c.cfg)
         if info:                                        # FINISHED with this config hash: nothing to train
             res = {"status": "FINISHED", "reason": "already finished", "step": info.get("step"),
@@ -137,17 +125,17 @@ def run_trial(trial, plan: GridPlan, cells: dict, names: list[str], lock, livene
 def work(plan: GridPlan, index: int = 0) -> int:
     """Start cells until none is left to start, then wait for the running ones (and take over a dead worker's).
     0, or 1 when trial after trial trains no cell (the sampler hands out held cells, or none)."""
-    import optuna
     say = say_for(index)
     cell_list = plan.cells()
     cells, names = {c.name: c for c in cell_list}, [c.name for c in cell_list]
-    ml = mlflow_client(cell_list)
-    stale = on_stale(cells, ml, say)
+    ml = mlflow_for(cell_list[0].cfg)
+    stale = stale_cells(cells, ml, say)
     study, lock, liveness = open_worker(plan.storage, plan.name, HEARTBEAT_S, stale, plan.threads,
                                         sampler=grid_sampler(names))
     idle, current = {"n": 0}, {}      # trials in a row that trained no cell (a twin, or none); the running one
 
     def done(study, t) -> None:
+        current.clear()
         name, a = cell_of(t), t.user_attrs
         k = f"[{names.index(name) + 1}/{len(names)}]" if name in names else ""
         idle["n"] = idle["n"] + 1 if "duplicate_of" in a or name not in names else 0
@@ -158,23 +146,13 @@ def work(plan: GridPlan, index: int = 0) -> int:
             status = STATUS.get(t.state.name, t.state.name).lower()
             say(f"{k} {status} {name} in {a.get('seconds', 0):.0f}s" + (f" -- {reason}" if reason else ""))
 
-    def objective(trial):
+    def run(trial):
         current.update(number=trial.number)
-        try:
-            return run_trial(trial, plan, cells, names, lock, liveness, ml, say, current)
-        except optuna.TrialPruned:
-            raise
-        except Exception as e:  # noqa: BLE001 -- recorded on the trial, which ends FAIL; the grid goes on
-            trial.set_user_attr("error", (str(e) or type(e).__name__).strip().splitlines()[0][:300])
-            raise
+        return run_trial(trial, plan, cells, names, lock, liveness, ml, say, current)
 
     def next_action():
         can_start, running = pending(study, names)
         return "run" if can_start else "wait" if running else 0
-
-    def run_one() -> None:
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[done])
-        current.clear()
 
     def after():
         if idle["n"] > 2 * len(names):            # never expected: the sampler keeps failing us
@@ -182,7 +160,7 @@ def work(plan: GridPlan, index: int = 0) -> int:
             return 1
         return None
     try:
-        return worker_loop(study, lock, liveness, stale, next_action, run_one, after)
+        return worker_loop(study, lock, liveness, stale, next_action, recorded(run), done, after)
     except KeyboardInterrupt:             # the trial ended FAIL: queue its cell again, for this grid's other workers
         if current.get("cell"):
             study.enqueue_trial({"cell": current["cell"]}, user_attrs={"retry_of": current["number"]})
@@ -201,25 +179,11 @@ def open_study(spec: StorageSpec, name: str, names: list[str], identity: dict, c
             study.set_user_attr("catlab", identity)
         liveness = Liveness(spec)
         try:
-            reap(study, liveness, on_stale({c.name: c for c in cells}, None, print))
+            reap(study, liveness, stale_cells({c.name: c for c in cells}, None, print))
         finally:
             liveness.close()
         retried = requeue_failed(study, names)
     return study, retried
-
-
-def parent_run(study, spec: StorageSpec, name: str, st, profile: str, overrides: list, ml) -> str | None:
-    """The grid's MLflow parent run for this tracking URI (in the study's user_attrs), created under the lock."""
-    if ml is None:
-        return None
-    key = f"mlflow_parent_run_id {ml.uri}"
-    with budget_lock(spec, name):
-        return open_parent(ml, st.name, study.user_attrs.get(key),
-                           {"study": st.name, "profile": profile, "kind": "study", "storage": str(spec),
-                            "optuna_study": name},
-                           {"study": st.name, "profile": profile, "axes": ",".join(st.axes),
-                            "overrides": " ".join(overrides) or "none", "storage": str(spec)},
-                           lambda pid: study.set_user_attr(key, pid))
 
 
 def claim_finish(study, spec: StorageSpec, name: str, names: list[str], again: bool) -> bool:
@@ -253,18 +217,20 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
                 "overrides": sorted(o for o in overrides if not o.startswith("run."))}
     study, retried = open_study(spec, name, names, identity, cells)
     preflight(cells)
-    ml = mlflow_client(cells)
-    pid = parent_run(study, spec, name, st, profile, overrides, ml)
+    ml = mlflow_for(cells[0].cfg)
+    key = f"mlflow_parent_run_id {ml.uri}" if ml else ""
+    pid = shared_parent(study, spec, name, ml, key, st.name,
+                        {"study": st.name, "profile": profile, "kind": "study", "storage": str(spec),
+                         "optuna_study": name},
+                        {"study": st.name, "profile": profile, "axes": ",".join(st.axes),
+                         "overrides": " ".join(overrides) or "none", "storage": str(spec)})
     sdir = study_dir(st.name, profile, overrides)
     cmd = f"{command(st.name, profile, n_seeds, overrides)} --storage {spec}"
 
     def save() -> list[dict]:
-        rows = outputs.cell_rows(cells, cell_results(study, names))
-        outputs.write_cells_csv(sdir / "cells.csv", rows)
-        outputs.write_study_json(sdir / "study.json", {
-            "study": st.name, "profile": profile, "overrides": overrides, "axes": st.axes, "command": cmd, "parent_run_id": pid,
-            "tracking_uri": ml.uri if ml else None, "storage": str(spec), "optuna_study": name, "cells": rows})
-        return rows
+        return save_grid(sdir, cells, cell_results(study, names), {
+            "study": st.name, "profile": profile, "overrides": overrides, "axes": st.axes, "command": cmd,
+            "parent_run_id": pid, "tracking_uri": ml.uri if ml else None, "storage": str(spec), "optuna_study": name})
     rows = save()
     again = not any(pending(study, names))          # nothing to run: the analysis and the summary, as locally
     n_done = sum(r["status"] == "FINISHED" for r in rows)
@@ -286,15 +252,7 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
         if missing:
             print(f"analysis: skipped here: the run dirs of {', '.join(missing)} are not on this disk; copy "
                   f"{study_dir(st.name) / 'runs'} here, then: catlab analyze {sdir.name}")
-        elif len(failed) < len(rows):
-            analyse(sdir.name, profile, st.claims)
-            build_report(sdir.name, profile)
-        if ml and pid:
-            for f in ("cells.csv", "study.json"):
-                ml.log_artifact(pid, sdir / f)
-            ml.set_tags(pid, {"cells": len(rows), "failed": len(failed)})
-            ml.end(pid, "FAILED" if failed else "FINISHED", f"{len(failed)} of {len(rows)} cells failed" if failed
-                   else "")
+        finish_grid(st, sdir, profile, rows, ml, pid, analysis=not missing)
     elif final:
         print("analysis: left to the command that saw the grid final first")
     print_summary(st, sdir, rows, ml, pid)

@@ -10,7 +10,14 @@ STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "RUNNING": "RUNNING", "WAITI
 
 def grid_sampler(names: list[str]):
     """GridSampler over `cell`. Its grid is shuffled by the seed; put it back in the grid's order (trial k of the
-    first pass gets cell k), so an interrupted grid leaves complete seeds behind, as the local grid does."""
+    first pass gets cell k), so an interrupted grid leaves complete seeds behind, as the local grid does.
+
+    Optuna has no public setting for this order, hence the write to `_all_grids` (skipped when another Optuna
+    shapes it otherwise: the seed's order then stands). The public ways change what is pinned or stored:
+    enqueueing every cell in order adds WAITING trials to the storage and leaves this sampler's own order
+    shuffled (tests/test_ablate_storage.py pins it); a space pre-permuted so that the shuffle lands in order
+    relies on the same private shuffle, and GridSampler, which compares a trial's stored space element by
+    element, would take the trials of existing journals for another space."""
     import optuna
     sampler = optuna.samplers.GridSampler({"cell": names}, seed=0)
     if isinstance(getattr(sampler, "_all_grids", None), list) and len(sampler._all_grids) == len(names):

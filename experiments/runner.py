@@ -29,7 +29,7 @@ from experiments import outputs
 from experiments.cell import init_worker, killed, preflight, run_cell, threads_for
 from experiments.grid import Cell, build_grid, check_options, command, get_study, print_grid, study_dir
 from experiments.worker import open_parent
-from experiments.wrapup import analyse, build_report, print_summary
+from experiments.wrapup import finish_grid, print_summary, save_grid
 
 
 # ---- MLflow: the study's parent run ----------------------------------------------------------------
@@ -81,6 +81,13 @@ def _fmt_time(s: float) -> str:
     return f"{s:.0f}s" if s < 90 else f"{s / 60:.1f}min"
 
 
+def _result(fut) -> dict:
+    try:
+        return fut.result()
+    except BrokenProcessPool as e:
+        return {"status": "FAILED", "reason": f"worker process died ({e})", "seconds": 0.0}
+
+
 def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, on_done) -> None:
     n = len(cells)
     index = {c.name: i + 1 for i, c in enumerate(cells)}
@@ -120,12 +127,8 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
             while pending:
                 finished, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    try:
-                        res = fut.result()
-                    except BrokenProcessPool as e:
-                        res = {"status": "FAILED", "reason": f"worker process died ({e})", "seconds": 0.0}
                     bar.clear()
-                    done(futures[fut], res)
+                    done(futures[fut], _result(fut))
                 bar.n = sum(min(_last_step(c.run_dir), c.cfg.train.steps) for c in todo)
                 bar.refresh()
             bar.close()
@@ -138,10 +141,7 @@ def run_cells(cells: list[Cell], todo: list[Cell], profile, pid, workers: int, o
                 fut.cancel()
             for fut in futures:           # what each cell did (KILLED, or FINISHED at its last step)
                 if not fut.cancelled():
-                    try:
-                        res = fut.result()
-                    except BrokenProcessPool as e:
-                        res = {"status": "FAILED", "reason": f"worker process died ({e})", "seconds": 0.0}
+                    res = _result(fut)
                     if futures[fut].name not in recorded:
                         done(futures[fut], res)
             raise
@@ -166,18 +166,14 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
 
     sdir = study_dir(st.name, profile, overrides)
     sdir.mkdir(parents=True, exist_ok=True)
-    info_path = sdir / "study.json"
-    ml, pid, created = study_parent(st, profile, overrides, cells, outputs.read_study_json(info_path))
+    ml, pid, created = study_parent(st, profile, overrides, cells, outputs.read_study_json(sdir / "study.json"))
     results: dict[str, dict] = {}
 
     def save() -> list[dict]:
-        rows = outputs.cell_rows(cells, results)
-        outputs.write_cells_csv(sdir / "cells.csv", rows)
-        outputs.write_study_json(info_path, {
+        return save_grid(sdir, cells, results, {
             "study": st.name, "profile": profile, "overrides": overrides, "axes": st.axes,
             "command": command(st.name, profile, n_seeds, overrides), "parent_run_id": pid,
-            "tracking_uri": ml.uri if ml else None, "cells": rows})
-        return rows
+            "tracking_uri": ml.uri if ml else None})
 
     todo = []
     for c in cells:   # finished cells are skipped here, without building their data
@@ -208,17 +204,8 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
         raise
     rows = save()
     failed = [r for r in rows if r["status"] != "FINISHED"]
-    if len(failed) < len(rows):
-        analyse(sdir.name, profile, st.claims)
-        build_report(sdir.name, profile)
+    finish_grid(st, sdir, profile, rows, ml, pid)
     print_summary(st, sdir, rows, ml, pid)
-    if ml and pid:
-        for name in ("cells.csv", "study.json"):      # the analysis logs its own tables to the parent
-            if (sdir / name).exists():
-                ml.log_artifact(pid, sdir / name)
-        ml.set_tags(pid, {"cells": len(rows), "failed": len(failed)})
-        ml.end(pid, "FAILED" if failed else "FINISHED",
-               f"{len(failed)} of {len(rows)} cells failed" if failed else "")
     if failed:
         print(f"{len(failed)} of {len(rows)} cells did not finish: " + ", ".join(r["cell"] for r in failed))
     return 1 if failed else 0

@@ -35,7 +35,7 @@ from experiments.grid import get_study, study_dir
 from experiments.search_report import write_outputs
 from experiments.search_storage import budget_lock, counts, open_storage, resolve, run_workers
 from experiments.search_worker import Plan, mlflow_client, work
-from experiments.worker import open_parent
+from experiments.worker import shared_parent
 
 # The budget of one trial and its evaluation sizes are the profile's (catlab.profiles: search, search_eval).
 OBJECTIVES = {"fid": ("minimize",), "fid+misalignment": ("minimize", "minimize")}
@@ -149,19 +149,6 @@ def open_search(plan: Plan, storage, identity: dict):
     return study
 
 
-def parent_run(study, plan: Plan, identity: dict, ml) -> str | None:
-    """The search's MLflow parent run: the one named in the study's user_attrs, else a new one (under the lock,
-    so concurrent first starts, even on other machines, agree on one)."""
-    if ml is None:
-        return None
-    with budget_lock(plan.storage, plan.name):
-        return open_parent(ml, plan.name, study.user_attrs.get("mlflow_parent_run_id"),
-                           {"kind": "search", "study": identity["study"], "objective": plan.objective,
-                            "storage": str(plan.storage)},
-                           {**identity, "overrides": " ".join(identity["overrides"]) or "none"},
-                           lambda pid: study.set_user_attr("mlflow_parent_run_id", pid))
-
-
 def finish(study, plan: Plan, ml, pid, codes: list[int], started: float) -> int:
     c = counts(study)
     out = OUT_ROOT / plan.name
@@ -225,7 +212,9 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
                     overrides, dict) else overrides).items() if not k.startswith("run."))}
     study_obj = open_search(plan, open_storage(plan.storage, plan.heartbeat), identity)
     preflight(cfg, plan)
-    pid = parent_run(study_obj, plan, identity, ml)
+    pid = shared_parent(study_obj, plan.storage, plan.name, ml, "mlflow_parent_run_id", plan.name,
+                        {"kind": "search", "study": st.name, "objective": objective, "storage": str(plan.storage)},
+                        {**identity, "overrides": " ".join(identity["overrides"]) or "none"})
     c = counts(study_obj)
     prune = "none (pruning is single-objective only)" if plan.multi else \
         pruner if isinstance(pruner, str) else type(pruner).__name__

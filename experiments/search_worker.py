@@ -19,8 +19,8 @@ from pathlib import Path
 
 from catlab import rundir
 from catlab.errors import RunFailed, UserError
-from experiments.search_storage import Liveness, StorageSpec, counts, requeue_stale
-from experiments.worker import open_worker, say_for, worker_loop
+from experiments.search_storage import Liveness, StorageSpec, counts
+from experiments.worker import holding, mlflow_for, on_stale, open_worker, recorded, say_for, worker_loop
 
 
 @dataclass
@@ -127,17 +127,13 @@ def run_trial(trial, plan: Plan, lock, liveness: Liveness, parent_run_id):
     import optuna
     from catlab.trainer import pick_device, train
     trial.set_user_attr("worker", liveness.tag)
-    lock.release()                                       # the trial exists (RUNNING): others may ask now
     cfg = plan.config(trial)
-    run_dir = rundir.path_of(cfg)
-    trial.set_user_attr("run_dir", str(run_dir))
-    trial.set_user_attr("config_hash", cfg.hash())
     tags = {"trial": trial.number, "study": plan.name, "kind": "trial"}
     if trial.user_attrs.get("number") is not None:       # a re-queued trial inherits the user attrs of the dead one
         tags["retry_of"] = trial.user_attrs["number"]
         trial.set_user_attr("retry_of", trial.user_attrs["number"])
     trial.set_user_attr("number", trial.number)
-    with rundir.held(run_dir):                           # a twin trial (same config) waits here
+    with holding(trial, lock, cfg) as run_dir:
         try:
             result = train(cfg, pruning_hooks(trial, plan), run_dir, parent_run_id=parent_run_id, tags=tags)
         finally:
@@ -156,9 +152,7 @@ def run_trial(trial, plan: Plan, lock, liveness: Liveness, parent_run_id):
 # ---- MLflow bridge: what the trial's own (nested) run holds beyond what train() logged ----------------------
 def mlflow_client(plan: Plan):
     from catlab.config import load_config
-    from catlab.tracking import MLflow
-    cfg = load_config({k: v for k, v in plan.above.items() if k.startswith("run.")})
-    return MLflow(cfg.run.tracking_uri) if cfg.run.mlflow else None
+    return mlflow_for(load_config({k: v for k, v in plan.above.items() if k.startswith("run.")}))
 
 
 def after_trial(plan: Plan, ml, say):
@@ -180,26 +174,14 @@ def after_trial(plan: Plan, ml, say):
     return callback
 
 
-def on_stale(plan: Plan, ml, say):
-    """A dead worker's trial: its MLflow run ends KILLED (the retry resumes it), the trial is re-queued."""
-
-    def callback(study, t) -> None:
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if ml is not None and run_id:
-            ml.set_tags(run_id, {"trial_state": "FAIL"})
-            ml.end(run_id, "KILLED", "its search worker died")
-        say(f"trial {t.number} fail: its worker died; re-queued with the same parameters")
-        requeue_stale(study, t)
-    return callback
-
-
 # ---- the worker loop ------------------------------------------------------------------------------------
 def work(plan: Plan, index: int = 0) -> int:
     """Run trials until the study holds plan.trials COMPLETE ones (or the deadline); 0, or 1 after FAIL streaks."""
-    import optuna
     say = say_for(index)
     ml = mlflow_client(plan)
-    stale = on_stale(plan, ml, say)
+    stale = on_stale(ml, lambda t: t.user_attrs.get("mlflow_run_id"), "its search worker died",
+                     lambda t: say(f"trial {t.number} fail: its worker died; re-queued with the same parameters"),
+                     {"trial_state": "FAIL"})
     study, lock, liveness = open_worker(plan.storage, plan.name, plan.heartbeat, stale, plan.threads,
                                         pruner=make_pruner(plan, plan.steps))
     parent = study.user_attrs.get("mlflow_parent_run_id")
@@ -208,16 +190,6 @@ def work(plan: Plan, index: int = 0) -> int:
     def done(study, t) -> None:
         report(study, t)
         last["state"] = t.state.name
-
-    def objective(trial):
-        try:
-            return run_trial(trial, plan, lock, liveness, parent)
-        except optuna.TrialPruned:
-            raise
-        except Exception as e:  # noqa: BLE001 -- recorded on the trial, which ends FAIL
-            own = isinstance(e, (RunFailed, UserError)) and str(e).strip()
-            trial.set_user_attr("error", (str(e) if own else f"{type(e).__name__}: {e}").strip().splitlines()[0][:300])
-            raise
 
     def next_action():
         c = counts(study)
@@ -230,5 +202,5 @@ def work(plan: Plan, index: int = 0) -> int:
             return 1
         return None
     return worker_loop(study, lock, liveness, stale, next_action,
-                       lambda: study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[done]), after,
-                       plan.deadline)
+                       recorded(lambda trial: run_trial(trial, plan, lock, liveness, parent), (RunFailed, UserError)),
+                       done, after, plan.deadline)

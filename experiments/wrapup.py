@@ -1,7 +1,7 @@
-"""After a grid: the analysis, the report and the summary printed to the terminal.
+"""After a grid: its tables, the analysis, the report, the parent run closed and the summary printed.
 
-    analyse("ablation-consistency", "cpu", study.claims)    # analysis.study.evaluate_study
-    build_report("ablation-consistency", "cpu")             # reports.build.report
+    rows = save_grid(sdir, cells, results, info)     # cells.csv; study.json: info, then the cells
+    finish_grid(study, sdir, "cpu", rows, ml, pid)   # analysis.study, reports.build; the parent run ends
     print_summary(study, sdir, rows, ml, pid)
 
 The runs are safe whatever happens here: a failure prints one line that says how to redo the step.
@@ -32,6 +32,30 @@ def build_report(study: str, profile: str) -> None:
     except Exception as e:  # noqa: BLE001
         print(f"report: failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
               f"redo it with: catlab report {study} --debug")
+
+
+def save_grid(sdir: Path, cells, results: dict, info: dict) -> list[dict]:
+    """cells.csv and study.json (info, then the cells) from the cells' results; returns the rows."""
+    rows = outputs.cell_rows(cells, results)
+    outputs.write_cells_csv(sdir / "cells.csv", rows)
+    outputs.write_study_json(sdir / "study.json", {**info, "cells": rows})
+    return rows
+
+
+def finish_grid(study, sdir: Path, profile: str, rows: list[dict], ml, pid, analysis: bool = True) -> None:
+    """The analysis and the report (when a cell finished), then the parent run ends with cells.csv and
+    study.json (the analysis logs its own tables), FAILED when a cell did not finish."""
+    failed = [r for r in rows if r["status"] != "FINISHED"]
+    if analysis and len(failed) < len(rows):
+        analyse(sdir.name, profile, study.claims)
+        build_report(sdir.name, profile)
+    if ml and pid:
+        for name in ("cells.csv", "study.json"):
+            if (sdir / name).exists():
+                ml.log_artifact(pid, sdir / name)
+        ml.set_tags(pid, {"cells": len(rows), "failed": len(failed)})
+        ml.end(pid, "FAILED" if failed else "FINISHED", f"{len(failed)} of {len(rows)} cells failed" if failed
+               else "")
 
 
 def print_summary(study, sdir: Path, rows: list[dict], ml, pid) -> None:
