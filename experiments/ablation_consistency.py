@@ -1,20 +1,25 @@
 """ablation-consistency: CAT with and without the generator-side consistency loss (its central claim).
 
-    catlab ablate ablation-consistency                    # cpu: shapes, tiny model, 2 arms x 3 seeds
+    catlab ablate ablation-consistency                    # cpu: layouts, tiny model, 2 arms x 5 seeds
     catlab ablate ablation-consistency --profile gpu      # CIFAR-10, S model, bf16, 20k steps
     make ablation-consistency                             # the same as the first line
 
-Expected wall time: cpu about 3 min per cell on one core; `--workers 2` (what make runs) trains the 6
-cells in about 9 min on 2 cores, and the analysis and report add about 3 min (12 min in all, measured
-2026-11-29). gpu roughly 10-20 min per cell.
-Expected outcome [paper figs 4, 6]: with consistency ("on", lambda = the profile's: 3 on cpu, calibrated in
-ablation-consistency-weight; 0.1 on gpu), cross-scale discrepancy and inter-stage rewrite go down at
-every stage and refinement-direction alignment goes up; final-scale FID is no worse.
-Arms are paired by seed (same initialisation, data order and evaluation set),
-so tests.csv holds paired tests on/off over the 3 seeds.
+The cpu recipe is the pick of calibration-consistency's sweep under its rule (docs/cpu-recipe.md): the
+embedded `layouts` data (whose coarse stages leave layout and colour open, so later stages can rewrite
+them), lambda = 30 (attached anchor, full resolution, no R1/R2) against lambda = 0, 300 steps.
+
+Expected wall time: cpu about 1.5 min per cell on one core; `--workers 2` (what make runs) trains the 10
+cells in about 7-8 min on 2 cores, then the analysis and the report (target: under 10 min in all).
+gpu roughly 10-20 min per cell.
+Expected outcome [paper figs 4, 6]: with consistency, cross-scale discrepancy and inter-stage rewrite go
+down at every intermediate stage and refinement-direction alignment goes up; final-stage quality (domain
+FID, shape_acc) is no worse. The claims table printed at the end gives each claim's verdict. Arms are
+paired by seed (same initialisation, data order and evaluation set).
 """
 from experiments import Study
 from experiments.common import CONSISTENCY, anchor, consistency_claims, gamma, lam, lrs, profiles, stage_weights
+
+CPU_RECIPE = {"data.name": "layouts", "train.steps": 300, "loss.consistency.weight": 30.0}
 
 
 def space(trial) -> dict:
@@ -24,11 +29,11 @@ def space(trial) -> dict:
 
 STUDY = Study(
     name="ablation-consistency",
-    summary="consistency loss on vs off (3 seeds, paired by seed)",
+    summary="consistency loss on vs off (5 seeds, paired by seed)",
     base={},
-    profiles=profiles(),
+    profiles=profiles(cpu=CPU_RECIPE),
     axes={"consistency": CONSISTENCY},
-    seeds=3,
+    seeds=5,
     space=space,
     doc=__doc__,
     claims=consistency_claims(),

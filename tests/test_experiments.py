@@ -49,17 +49,22 @@ def test_registry_holds_the_nine_studies_and_refuses_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         register(STUDIES["ablation-consistency"])
     for name, st in STUDIES.items():
-        assert st.name == name and set(st.profiles) == {"cpu", "gpu"} and st.seeds == 3 and st.summary
+        calibrated = name in ("calibration-consistency", "ablation-consistency")   # set their own cpu recipe
+        assert st.name == name and set(st.profiles) == {"cpu", "gpu"} and st.summary
+        assert st.seeds == (5 if name == "ablation-consistency" else 3)
         assert f"catlab ablate {name}" in st.doc and "wall time" in st.doc and "outcome" in st.doc.lower()
         assert st.profiles["cpu"]["model.size"] == "tiny"
-        if name != "calibration-consistency":          # the sweep that calibrates the default sets its own
+        if not calibrated:
             assert st.profiles["cpu"]["data.name"] == "shapes"
             assert "train.steps" not in {**st.base, **st.profiles["cpu"]}    # the config default
+        else:
+            assert st.profiles["cpu"]["data.name"] == "layouts"
         assert st.profiles["gpu"]["train.precision"] == "bf16" and st.profiles["gpu"]["data.name"] == "cifar10"
     on = STUDIES["ablation-consistency"].axes["consistency"]
     assert on == {"on": {}, "off": {"loss.consistency.weight": 0.0}}     # on: the profile's lambda
     cpu, gpu = (build_grid(STUDIES["ablation-consistency"], p, 1)[0].cfg.loss for p in ("cpu", "gpu"))
-    assert cpu.consistency.weight == ConsistencyConfig.weight == 3.0 and cpu.reg.kind == "none"
+    assert cpu.consistency.weight == 30.0 and cpu.reg.kind == "none"      # calibration-consistency's pick
+    assert build_grid(STUDIES["ablation-consistency"], "cpu", 1)[0].cfg.train.steps == 300
     assert gpu.consistency.weight == 0.1 and (gpu.reg.kind, gpu.reg.gamma) == ("approx", 0.1)
     assert len(STUDIES["ablation-scale-weights"].arms()) == 8
     assert len(STUDIES["ablation-anchor"].arms()) == 4
@@ -105,12 +110,12 @@ def test_dry_run_prints_every_cell_and_trains_nothing(workdir, capsys, name):
 def test_dry_run_of_ablation_consistency(workdir, capsys):
     assert ablate("ablation-consistency", dry_run=True, overrides=TINY) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("ablation-consistency (profile cpu): 2 arms x 3 seeds = 6 cells")
+    assert lines[0].startswith("ablation-consistency (profile cpu): 2 arms x 5 seeds = 10 cells")
     assert "train.steps=2" in lines[1] and "data.n=64" in lines[1]       # shared changes, shown once
-    rows = [ln.split() for ln in lines[3:9]]
-    assert [r[0] for r in rows] == [f"consistency={a},seed={s}" for s in range(3) for a in ("on", "off")]
-    assert [r[4] for r in rows] == ["-", "loss.consistency.weight=0"] * 3   # on: the default lambda
-    assert len({r[3] for r in rows}) == 6                                  # six distinct configs
+    rows = [ln.split() for ln in lines[3:13]]
+    assert [r[0] for r in rows] == [f"consistency={a},seed={s}" for s in range(5) for a in ("on", "off")]
+    assert [r[4] for r in rows] == ["loss.consistency.weight=30", "loss.consistency.weight=0"] * 5  # the profile lambda
+    assert len({r[3] for r in rows}) == 10                                 # ten distinct configs
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -166,7 +171,7 @@ def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkey
     study = "ablation-consistency"
     script = workdir / "ablate.py"
     script.write_text(WRAPPER)
-    argv = [sys.executable, str(script), "ablate", study, *TINY]
+    argv = [sys.executable, str(script), "ablate", study, *TINY, "--seeds", "3"]
     runs_dir = workdir / "studies" / study / "runs"
     proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -208,7 +213,7 @@ def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkey
     calls = []
     _stub_analysis(monkeypatch, calls)
     capsys.readouterr()
-    assert ablate(study, overrides=TINY) == 0
+    assert ablate(study, seeds=3, overrides=TINY) == 0
     out = capsys.readouterr().out
     assert "6 cells, 6 already finished, 0 to run" in out and "] start " not in out
     assert [c[0] for c in calls] == ["evaluate_study", "report"]

@@ -74,6 +74,7 @@ def test_sigint_checkpoints_marks_killed_and_the_same_call_resumes_exactly(workd
 
 def test_second_sigint_stops_at_once_and_keeps_the_last_checkpoint(workdir):
     cfg = load_config(SMALL + ["train.steps=6", "train.ckpt_every=2", "run.mlflow=false"])
+    before = signal.getsignal(signal.SIGINT)     # Python's default_int_handler (SIG_IGN under a background job)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, _sigint_at(3, times=2))
     run_dir = workdir / "runs" / cfg.run_name()
@@ -81,7 +82,7 @@ def test_second_sigint_stops_at_once_and_keeps_the_last_checkpoint(workdir):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "KILLED" and "(resumes from step 2)" in info["reason"], info
     assert train(cfg).status == "FINISHED"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler was put back
+    assert signal.getsignal(signal.SIGINT) is before                       # the handler was put back
 
 
 # ---- the commands, as a user runs them: a subprocess and a real SIGINT ------------------------------------
@@ -102,8 +103,10 @@ def _lines(path: Path) -> int:
 
 def _catlab(workdir: Path, *argv) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # SIGINT as a terminal gives it, even when the tests run as a background job (which ignores SIGINT)
     return subprocess.Popen([sys.executable, "-m", "catlab", *argv], cwd=workdir, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_ctrl_c_during_catlab_train_exits_130_and_the_same_command_resumes(workdir):
