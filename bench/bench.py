@@ -7,10 +7,16 @@ Prints a table and writes bench/out/bench.json with:
     stats, no regulariser on either side);
   - MFU: the step's FLOPs (torch.utils.flop_counter) / step time, against the GEMM peak measured in this
     run (a large square matmul), for fp32 and bf16;
-  - peak RSS.
+  - peak RSS;
+  - what users feel (--cell, on by default): the default cell's img/s per core (the cpu recipe with no
+    overrides, one torch thread, as `catlab ablate --workers 2` runs it), its MFU against the same run's
+    one-thread GEMM peak, the wall time of a 2-cell grid (`catlab ablate ablation-consistency --seeds 1`,
+    --cell-steps steps, analysis and report included) and the analysis seconds per run (`catlab analyze`
+    of that grid once its kept results are removed).
 With --gpu (or on a machine with CUDA) it also times a B/2-shaped model in bf16 on the GPU.
 
     python bench/bench.py [--steps 20] [--threads N] [--sizes tiny small] [--batch 32] [--gpu]
+                          [--no-cell] [--cell-steps 60]
 """
 from __future__ import annotations
 
@@ -18,8 +24,11 @@ import argparse
 import json
 import platform
 import resource
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -130,6 +139,37 @@ def interleaved(runs: dict, steps: int, rounds: int = 2) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+def default_cell(steps: int, grid_steps: int) -> dict:
+    """The default cell on one thread (img/s, MFU), then a 2-cell grid and its analysis in a scratch dir."""
+    torch.set_num_threads(1)
+    peak = gemm_peak(torch.float32)
+    flops = bare_loop([], 1)[1]
+    step = statistics.median(trainer_steps([], steps))
+    cfg = load_config([])
+    out = {"cell_img_per_s_per_core": cfg.train.batch / step, "cell_step_s": step,
+           "cell_mfu_fp32": flops / step / peak, "gemm_peak_1thread_gflops": peak / 1e9}
+    root = Path(tempfile.mkdtemp(prefix="catlab-bench-grid-"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "catlab.cli"]
+    try:
+        t = time.perf_counter()
+        subprocess.run(cli + ["ablate", "ablation-consistency", "--seeds", "1", "--workers", "2",
+                              f"train.steps={grid_steps}", "run.mlflow=false"], cwd=root, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out["grid_2cells_wall_s"] = time.perf_counter() - t
+        sdir = next(p for p in (root / "studies").iterdir() if p.name.startswith("ablation-consistency@"))
+        for kept in (root / "studies" / "ablation-consistency" / "runs").glob("*/analysis"):
+            shutil.rmtree(kept)                              # analyse from scratch
+        t = time.perf_counter()
+        subprocess.run(cli + ["analyze", sdir.name], cwd=root, env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out["analysis_s_per_run"] = (time.perf_counter() - t) / 2
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    out["grid_steps"] = grid_steps
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20)
@@ -137,6 +177,8 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=["tiny", "small"])
     p.add_argument("--batch", type=int, default=32, help="batch of every timed step (the cpu recipe trains at 16)")
     p.add_argument("--gpu", action="store_true", help="also run the GPU section (needs CUDA)")
+    p.add_argument("--no-cell", action="store_true", help="skip the default cell, 2-cell grid and analysis")
+    p.add_argument("--cell-steps", type=int, default=60, help="train.steps of the 2-cell grid")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     res = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {args.threads} threads, "
@@ -160,6 +202,8 @@ def main() -> None:
                    step_gflop=flops / 1e9, mfu_fp32=flops / t["bare"] / peaks["fp32"],
                    mfu_bf16=flops / t["bf16"] / peaks["bf16"])
         res["rows"].append(row)
+    if not args.no_cell:
+        res["cell"] = default_cell(args.steps, args.cell_steps)
     if args.gpu or torch.cuda.is_available():
         res["gpu"] = gpu_section(args.steps)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -192,6 +236,12 @@ def print_table(res: dict) -> None:
         print(f"{r['size']:6s} {r['step_s']:8.3f} {r['step_cons_off_s']:10.3f} {r['step_with_reg_s']:8.3f} "
               f"{r['bare_s']:8.3f} {r['trainer_over_bare']:12.3f} {r['cons_on_over_off']:11.3f} "
               f"{r['step_gflop']:7.2f} {r['mfu_fp32']:8.1%} {r['mfu_bf16']:8.1%}")
+    if "cell" in res:
+        c = res["cell"]
+        print(f"default cell (1 thread, batch 16): {c['cell_img_per_s_per_core']:.1f} img/s per core, step "
+              f"{c['cell_step_s']:.3f} s, MFU {c['cell_mfu_fp32']:.1%} of {c['gemm_peak_1thread_gflops']:.0f} GFLOP/s; "
+              f"2-cell grid ({c['grid_steps']} steps, 2 workers, analysis and report) {c['grid_2cells_wall_s']:.0f} s; "
+              f"analysis {c['analysis_s_per_run']:.1f} s per run")
     if "gpu" in res:
         print("GPU:", json.dumps(res["gpu"]))
     print(f"peak RSS {res['peak_rss_mb']:.0f} MB  -> {OUT / 'bench.json'}")
