@@ -4,7 +4,8 @@ advance (RULE, below; committed before the sweep ran). The table and the pick ar
     catlab ablate calibration-consistency --workers 2     # 15 settings x 3 seeds = 45 cells on `layouts`
     python bench/select_recipe.py                          # measures the snapshots, applies RULE
 
-Expected wall time: about 2 min per cell on one core; the 45 cells take about 45-70 min on 2 cores.
+Expected wall time: about 2.5 min per cell on one core; the 45 cells take about 1 h on 2 quiet cores
+(estimated from its step time; 1 h 47 min measured on 2026-12-02 beside other work).
 Expected outcome: whether some consistency setting lowers the cross-scale discrepancy at every
 intermediate stage without costing final quality; "nothing qualified" is a possible answer.
 """
