@@ -228,8 +228,8 @@ def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, o
     cmd = f"{command(st.name, profile, n_seeds, overrides)} --storage {spec}"
 
     def save() -> list[dict]:
-        return save_grid(sdir, cells, cell_results(study, names), {
-            "study": st.name, "profile": profile, "overrides": overrides, "axes": st.axes, "command": cmd,
+        return save_grid(sdir, st, cells, cell_results(study, names), {
+            "profile": profile, "overrides": overrides, "command": cmd,
             "parent_run_id": pid, "tracking_uri": ml.uri if ml else None, "storage": str(spec), "optuna_study": name})
     rows = save()
     again = not any(pending(study, names))          # nothing to run: the analysis and the summary, as locally

@@ -170,8 +170,8 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
     results: dict[str, dict] = {}
 
     def save() -> list[dict]:
-        return save_grid(sdir, cells, results, {
-            "study": st.name, "profile": profile, "overrides": overrides, "axes": st.axes,
+        return save_grid(sdir, st, cells, results, {
+            "profile": profile, "overrides": overrides,
             "command": command(st.name, profile, n_seeds, overrides), "parent_run_id": pid,
             "tracking_uri": ml.uri if ml else None})
 

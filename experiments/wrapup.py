@@ -1,6 +1,6 @@
 """After a grid: its tables, the analysis, the report, the parent run closed and the summary printed.
 
-    rows = save_grid(sdir, cells, results, info)     # cells.csv; study.json: info, then the cells
+    rows = save_grid(sdir, study, cells, results, info)   # cells.csv; study.json: info, then the cells
     finish_grid(study, sdir, "cpu", rows, ml, pid)   # analysis.study, reports.build; the parent run ends
     print_summary(study, sdir, rows, ml, pid)
 
@@ -34,11 +34,12 @@ def build_report(study: str, profile: str) -> None:
               f"redo it with: catlab report {study} --debug")
 
 
-def save_grid(sdir: Path, cells, results: dict, info: dict) -> list[dict]:
-    """cells.csv and study.json (info, then the cells) from the cells' results; returns the rows."""
+def save_grid(sdir: Path, study, cells, results: dict, info: dict) -> list[dict]:
+    """cells.csv and study.json (the study's name and axis declaration, info, then the cells) from the
+    cells' results; returns the rows."""
     rows = outputs.cell_rows(cells, results)
     outputs.write_cells_csv(sdir / "cells.csv", rows)
-    outputs.write_study_json(sdir / "study.json", {**info, "cells": rows})
+    outputs.write_study_json(sdir / "study.json", {"study": study.name, **info, "axes": study.axes, "cells": rows})
     return rows
 
 
