@@ -81,7 +81,8 @@ def _per_sample(stages, d: Callable, resampler: str) -> dict[str, torch.Tensor]:
         target = _resample(final, s, resampler)                # R_{s_k}(x_K)
         nxt = _resample(stages[k + 1], s, resampler)           # R_{s_k}(x_{k+1})
         cols["discrepancy"].append(d(x, target).reshape(-1).double())
-        cols["rewrite"].append(d(x, nxt).reshape(-1).double())
+        last = k + 2 == len(stages)                           # x_{k+1} is x_K: nxt is target, the same d
+        cols["rewrite"].append(cols["discrepancy"][-1] if last else d(x, nxt).reshape(-1).double())
         cols["direction"].append(_cosine(nxt - x, target - x))
     return {m: torch.stack(v, 1).cpu() for m, v in cols.items()}   # (B, K-1)
 

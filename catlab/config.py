@@ -129,6 +129,8 @@ class TrainConfig:
     compile: bool = False           # torch.compile the networks (GPU profile)
     fakes: str = "shared"           # shared: one G forward per step (cpu recipe, docs/cpu-recipe.md); fresh: a new z
                                     # for D's and G's phases
+    channels_last: bool = True      # the conv D's weights (so its convolutions) in channels_last: about 1.1x a
+                                    # CPU step, equal to contiguous up to float rounding (docs/bench.md)
 
     def __post_init__(self):
         for key in ("steps", "batch", "ckpt_every", "log_every", "sample_every"):

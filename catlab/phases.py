@@ -47,6 +47,8 @@ def build_state(cfg: Config, num_classes: int, channels: int, batcher: Batcher, 
     G, G_ema = (build_generator(cfg.model, num_classes, cfg.data.resolution, channels,
                                 resampler=cfg.data.resampler).to(device) for _ in range(2))
     D = build_discriminator(cfg.model, num_classes, cfg.data.resolution, channels).to(device)
+    if cfg.train.channels_last:                           # 4-D weights only: the conv D; a ViT D is unchanged
+        D = D.to(memory_format=torch.channels_last)
     G_ema.load_state_dict(G.state_dict())
     G_ema.eval().requires_grad_(False)
     t = cfg.train
