@@ -51,7 +51,9 @@ def main(argv=None) -> int:
     data = build_dataset(cfg.data)
     b = Batcher(data, cfg.train.batch, seed=0)
     s = build_state(cfg, data.num_classes, data.channels, b, torch.device("cpu"))
-    phases = make_phases(cfg, s, nullcontext)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cfg.train.precision == "bf16" \
+        else nullcontext                                  # the trainer's: train.precision=bf16 profiles autocast
+    phases = make_phases(cfg, s, autocast)
 
     def step():
         s.rng.begin(s.step)
@@ -126,7 +128,8 @@ def main(argv=None) -> int:
 
     attributed = sum(t for _, t in rows)
     print(f"default cell: {cfg.train.batch} images a step, {a.threads} thread(s), {cfg.model.size} G, "
-          f"{cfg.model.discriminator} D, train.fakes={cfg.train.fakes}, data {cfg.data.name}")
+          f"{cfg.model.discriminator} D, train.fakes={cfg.train.fakes}, train.channels_last="
+          f"{cfg.train.channels_last}, train.precision={cfg.train.precision}, data {cfg.data.name}")
     print(f"measured step (median of {a.reps}): {total * 1e3:.1f} ms = {cfg.train.batch / total:.0f} img/s\n")
     print(f"| part | ms | share of the step |\n|---|---:|---:|")
     for name, t in rows:

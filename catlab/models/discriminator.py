@@ -5,10 +5,11 @@
     aggregated: the same network without the mask (the scales attend to each other; CAT fig. 7).
     concat     (GAT): all stages upsampled (bilinear, align_corners=False) to the final size,
                concatenated on channels (K*C), one token grid, one CLS -> one logit.
-    scalewise-conv: one small CNN per scale, so logit k sees only image k, as in scalewise; its locality
-               lets it tell silhouettes apart within a CPU budget (docs/cpu-recipe.md). Every scale's CNN
-               starts at width/2 channels and doubles them to width at each halving.
-    scalewise-conv-lean (the cpu recipe's default): the same CNNs with channels set by the resolution
+    scalewise-conv (the cpu recipe's default): one small CNN per scale, so logit k sees only image k, as
+               in scalewise; its locality lets it tell silhouettes apart within a CPU budget
+               (docs/cpu-recipe.md). Every scale's CNN starts at width/2 channels and doubles them to width
+               at each halving. train.channels_last (the default) runs its convolutions in channels_last.
+    scalewise-conv-lean (tried for speed, not adopted: docs/cpu-recipe.md): the same CNNs with channels set by the resolution
                (width * 8 / s, at most width: 16 at 32 px, 32 at 16 px, 64 below for width 64), the
                usual GAN-D schedule. The 32-px CNN, most of D's arithmetic, costs 2.6x less.
     scalewise-conv-capped: scalewise-conv with at most width * 8 / s channels per map: only the 32-px CNN
