@@ -25,21 +25,17 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from catlab.rundir import is_finished, read_info
-from experiments import outputs
-from experiments.cell import init_worker, killed, preflight, run_cell, threads_for
 from experiments.grid import Cell, build_grid, check_options, command, get_study, print_grid, study_dir
-from experiments.worker import open_parent
-from experiments.wrapup import finish_grid, print_summary, save_grid
+from experiments.outputs import finish_grid, print_summary, read_study_json, save_grid
+from experiments.worker import init_worker, killed, mlflow_for, open_parent, preflight, run_cell, threads_for
 
 
 # ---- MLflow: the study's parent run ----------------------------------------------------------------
 def study_parent(study, profile: str, overrides: list[str], cells: list[Cell], previous: dict):
     """(MLflow client, parent run id, created?); reuses study.json's parent for the same profile/overrides."""
-    cfg = cells[0].cfg
-    if not cfg.run.mlflow:
+    ml = mlflow_for(cells[0].cfg)
+    if ml is None:
         return None, None, False
-    from catlab.tracking import MLflow
-    ml = MLflow(cfg.run.tracking_uri)
     key = sorted(o for o in overrides if not o.startswith("run."))
     pid = previous.get("parent_run_id")
     same = previous.get("profile") == profile and \
@@ -162,11 +158,11 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
         print_grid(st, profile, cells)
         print(f"dry run: nothing trained. Run it with: {command(st.name, profile, n_seeds, overrides)}")
         return 0
-    preflight(cells)
+    preflight([c.cfg for c in cells])
 
     sdir = study_dir(st.name, profile, overrides)
     sdir.mkdir(parents=True, exist_ok=True)
-    ml, pid, created = study_parent(st, profile, overrides, cells, outputs.read_study_json(sdir / "study.json"))
+    ml, pid, created = study_parent(st, profile, overrides, cells, read_study_json(sdir / "study.json"))
     results: dict[str, dict] = {}
 
     def save() -> list[dict]:

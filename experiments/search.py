@@ -30,12 +30,11 @@ from catlab.config import load_config, parse_overrides
 from catlab.errors import UserError
 from catlab.profiles import get_profile
 from experiments import Study
-from experiments.cell import threads_for
 from experiments.grid import get_study, study_dir
 from experiments.search_report import write_outputs
-from experiments.search_storage import budget_lock, counts, open_storage, resolve, run_workers
-from experiments.search_worker import Plan, mlflow_client, work
-from experiments.worker import shared_parent
+from experiments.search_worker import Plan
+from experiments.storage import budget_lock, counts, open_storage, resolve, run_workers
+from experiments.worker import preflight, shared_parent, threads_for, work
 
 # The budget of one trial and its evaluation sizes are the profile's (catlab.profiles: search, search_eval).
 OBJECTIVES = {"fid": ("minimize",), "fid+misalignment": ("minimize", "minimize")}
@@ -95,11 +94,7 @@ def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, p
         raise UserError(f"{clash[0]} is searched by the space of {st.name}; drop the override, "
                         f"but got {clash[0]}={user[clash[0]]}")
     cfg = load_config({**below, **searched, **above})
-    from catlab.tracking import check_uri
-    from catlab.trainer import pick_device
-    pick_device(cfg.train.device)
-    if cfg.run.mlflow:
-        check_uri(cfg.run.tracking_uri)                    # a scheme that can never work: before any work
+    preflight([cfg], data=False)                           # the device, a tracking URI that can never work
     t = cfg.train
     every = eval_every or max(t.log_every, math.ceil(t.steps / 5 / t.log_every) * t.log_every)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1 or every % t.log_every:
@@ -122,7 +117,7 @@ def get_study_or_none(name: str):
         return None
 
 
-def preflight(cfg, plan: Plan) -> None:
+def reference_stats(cfg, plan: Plan) -> None:
     """The data and the FID reference statistics (computed once here, so parallel workers only read them)."""
     from analysis.inputs import cache_root, real_pyramid
     from catlab.metrics.fidelity import quality, reference_key
@@ -206,13 +201,13 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     if plan.storage.kind == "sqlite" and workers > 1:
         print("catlab: warning: sqlite storage locks under parallel workers; use a journal file (the default) "
               "or PostgreSQL with --workers > 1", file=sys.stderr)
-    started, ml = time.time(), mlflow_client(plan)
+    started, ml = time.time(), plan.mlflow()
     identity = {"study": st.name, "profile": profile, "objective": objective, "metrics": plan.names,
                 "overrides": sorted(f"{k}={v}" for k, v in parse_overrides(list(overrides) if not isinstance(
                     overrides, dict) else overrides).items() if not k.startswith("run."))}
     study_obj = open_search(plan, open_storage(plan.storage, plan.heartbeat), identity)
-    preflight(cfg, plan)
-    pid = shared_parent(study_obj, plan.storage, plan.name, ml, "mlflow_parent_run_id", plan.name,
+    reference_stats(cfg, plan)
+    plan.parent_run_id = pid = shared_parent(study_obj, plan.storage, plan.name, ml, "mlflow_parent_run_id", plan.name,
                         {"kind": "search", "study": st.name, "objective": objective, "storage": str(plan.storage)},
                         {**identity, "overrides": " ".join(identity["overrides"]) or "none"})
     c = counts(study_obj)

@@ -1,26 +1,24 @@
-"""One search worker: take trials from the shared storage until the study holds N COMPLETE ones.
+"""What a search's workers follow: the Plan (experiments.worker.work runs its trials on the shared storage).
 
-A trial: space(trial) overrides -> Config -> catlab.trainer.train (its own run dir <hash>-s<seed>, nested MLflow
-run under the search's parent) with Hooks that evaluate a cheap final-scale FID every `every` steps
+A trial: space(trial) overrides -> Config -> experiments.worker.run_cell (its own run dir <hash>-s<seed>, nested
+MLflow run under the search's parent) with Hooks that evaluate a cheap final-scale FID every `every` steps
 (trial.report) and stop the run when trial.should_prune() -> the EMA generator's final-scale FID on n fixed
 (z, y) of the seed (and, for fid+misalignment, the mean L2 discrepancy over stages 1..K-1).
 
-The loop, under the budget lock: reap trials of dead workers (FAIL, re-queued with the same parameters), count
-COMPLETE and RUNNING trials, and start one more only while COMPLETE + RUNNING < N (the objective releases the
-lock once its trial exists). While the budget is taken by trials of other workers it waits, so a worker that
-dies mid-trial is replaced by the survivors. Three FAIL trials in a row stop a worker (a broken config fails
-every trial the same way).
+A worker starts one more trial only while COMPLETE + RUNNING < N; while the budget is taken by trials of other
+workers it waits, so a worker that dies mid-trial is replaced by the survivors (its trial ends FAIL and is
+re-queued with the same parameters). Three FAIL trials in a row stop a worker (a broken config fails every
+trial the same way).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from catlab import rundir
 from catlab.errors import RunFailed, UserError
-from experiments.search_storage import Liveness, StorageSpec, counts
-from experiments.worker import holding, mlflow_for, on_stale, open_worker, recorded, say_for, worker_loop
+from experiments.storage import StorageSpec, counts
+from experiments.worker import holding, mlflow_for, on_stale, run_cell
 
 
 @dataclass
@@ -44,7 +42,9 @@ class Plan:
     heartbeat: int = 60
     deadline: float | None = None
     threads: int | None = None
-    log: list = field(default_factory=list)
+    parent_run_id: str | None = None
+    plain = (RunFailed, UserError)  # what a trial raised is recorded as its message (else prefixed by its type)
+    streak = 3                      # FAIL trials in a row stop a worker
 
     @property
     def multi(self) -> bool:
@@ -57,6 +57,69 @@ class Plan:
     def config(self, trial):
         from catlab.config import load_config
         return load_config({**self.below, **self.get_study().space(trial), **self.above})
+
+    def stop_line(self, n: int) -> str:
+        return f"{n} trials failed in a row: this worker stops (see the reasons above)"
+
+    def mlflow(self):
+        from catlab.config import load_config
+        return mlflow_for(load_config({k: v for k, v in self.above.items() if k.startswith("run.")}))
+
+    def load_kwargs(self) -> dict:
+        return {"pruner": make_pruner(self, self.steps)}
+
+    def on_stale(self, ml, say):
+        return on_stale(ml, lambda t: t.user_attrs.get("mlflow_run_id"), "its search worker died",
+                        lambda t: say(f"trial {t.number} fail: its worker died; re-queued with the same parameters"),
+                        {"trial_state": "FAIL"})
+
+    def next_action(self, study):
+        c = counts(study)
+        return 0 if c["COMPLETE"] >= self.trials else "run" if c["COMPLETE"] + c["RUNNING"] < self.trials else "wait"
+
+    def run(self, trial, w):
+        import optuna
+        from catlab.trainer import pick_device
+        trial.set_user_attr("worker", w.liveness.tag)
+        cfg = self.config(trial)
+        tags = {"trial": trial.number, "study": self.name, "kind": "trial"}
+        if trial.user_attrs.get("number") is not None:   # a re-queued trial inherits the user attrs of the dead one
+            tags["retry_of"] = trial.user_attrs["number"]
+            trial.set_user_attr("retry_of", trial.user_attrs["number"])
+        trial.set_user_attr("number", trial.number)
+        with holding(trial, w.lock, cfg) as run_dir:
+            res = run_cell(cfg, self.parent_run_id, tags, hooks=pruning_hooks(trial, self))
+        if res.get("mlflow_run_id"):
+            trial.set_user_attr("mlflow_run_id", res["mlflow_run_id"])
+        if res["status"] not in ("FINISHED", "KILLED"):
+            raise RunFailed(res["reason"])
+        trial.set_user_attr("steps", res["step"])
+        if res["status"] == "KILLED":
+            raise optuna.TrialPruned(res["reason"])
+        values = evaluate(run_dir, self, pick_device(cfg.train.device).type)
+        return values if self.multi else values[0]
+
+    def done(self, t, w) -> bool:
+        """The MLflow bridge: the trial's own (nested) run gets what train() did not log (its state, parameters and
+        objective values); then say how the trial ended. True for a FAIL."""
+        run_id, state = t.user_attrs.get("mlflow_run_id"), t.state.name
+        if w.ml is not None and run_id:
+            w.ml.set_tags(run_id, {"trial": t.number, "study": self.name, "trial_state": state})
+            w.ml.log_params(run_id, {f"trial.{k}": v for k, v in t.params.items()})
+            if t.values:
+                w.ml.log_metrics(run_id, [(n, v, t.user_attrs.get("steps", 0)) for n, v in zip(self.names, t.values)])
+        took = f"{t.duration.total_seconds():.0f}s" if t.duration else "?"
+        vals = " ".join(f"{n}={v:.4g}" for n, v in zip(self.names, t.values or []))
+        if state == "PRUNED" and t.intermediate_values:
+            step = max(t.intermediate_values)
+            vals = f"at step {step}: {self.step_name}={t.intermediate_values[step]:.4g}"
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        reason = f" -- {t.user_attrs['error']}" if state == "FAIL" and t.user_attrs.get("error") else ""
+        w.say(f"trial {t.number} {state.lower()} {vals} in {took} [{params}]{reason}")
+        return state == "FAIL"
+
+    def interrupted(self, w) -> None:
+        """Ctrl-C: the trial ended FAIL; a search does not queue it again."""
 
 
 def make_pruner(plan: Plan, steps: int):
@@ -120,87 +183,3 @@ def pruning_hooks(trial, plan: Plan):
         fresh.pop(step, None)
         return None
     return Hooks(progress_fn=progress_fn, abort_fn=abort_fn)
-
-
-# ---- one trial ------------------------------------------------------------------------------------------
-def run_trial(trial, plan: Plan, lock, liveness: Liveness, parent_run_id):
-    import optuna
-    from catlab.trainer import pick_device, train
-    trial.set_user_attr("worker", liveness.tag)
-    cfg = plan.config(trial)
-    tags = {"trial": trial.number, "study": plan.name, "kind": "trial"}
-    if trial.user_attrs.get("number") is not None:       # a re-queued trial inherits the user attrs of the dead one
-        tags["retry_of"] = trial.user_attrs["number"]
-        trial.set_user_attr("retry_of", trial.user_attrs["number"])
-    trial.set_user_attr("number", trial.number)
-    with holding(trial, lock, cfg) as run_dir:
-        try:
-            result = train(cfg, pruning_hooks(trial, plan), run_dir, parent_run_id=parent_run_id, tags=tags)
-        finally:
-            info = rundir.read_info(run_dir)
-            if info.get("mlflow_run_id"):
-                trial.set_user_attr("mlflow_run_id", info["mlflow_run_id"])
-    trial.set_user_attr("steps", result.step)
-    if result.status == "KILLED":
-        raise optuna.TrialPruned(result.reason)
-    if result.status != "FINISHED":
-        raise RunFailed(f"the run ended {result.status}: {result.reason}")
-    values = evaluate(run_dir, plan, pick_device(cfg.train.device).type)
-    return values if plan.multi else values[0]
-
-
-# ---- MLflow bridge: what the trial's own (nested) run holds beyond what train() logged ----------------------
-def mlflow_client(plan: Plan):
-    from catlab.config import load_config
-    return mlflow_for(load_config({k: v for k, v in plan.above.items() if k.startswith("run.")}))
-
-
-def after_trial(plan: Plan, ml, say):
-    def callback(study, t) -> None:
-        run_id, state = t.user_attrs.get("mlflow_run_id"), t.state.name
-        if ml is not None and run_id:
-            ml.set_tags(run_id, {"trial": t.number, "study": plan.name, "trial_state": state})
-            ml.log_params(run_id, {f"trial.{k}": v for k, v in t.params.items()})
-            if t.values:
-                ml.log_metrics(run_id, [(n, v, t.user_attrs.get("steps", 0)) for n, v in zip(plan.names, t.values)])
-        took = f"{t.duration.total_seconds():.0f}s" if t.duration else "?"
-        vals = " ".join(f"{n}={v:.4g}" for n, v in zip(plan.names, t.values or []))
-        if state == "PRUNED" and t.intermediate_values:
-            step = max(t.intermediate_values)
-            vals = f"at step {step}: {plan.step_name}={t.intermediate_values[step]:.4g}"
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-        reason = f" -- {t.user_attrs['error']}" if state == "FAIL" and t.user_attrs.get("error") else ""
-        say(f"trial {t.number} {state.lower()} {vals} in {took} [{params}]{reason}")
-    return callback
-
-
-# ---- the worker loop ------------------------------------------------------------------------------------
-def work(plan: Plan, index: int = 0) -> int:
-    """Run trials until the study holds plan.trials COMPLETE ones (or the deadline); 0, or 1 after FAIL streaks."""
-    say = say_for(index)
-    ml = mlflow_client(plan)
-    stale = on_stale(ml, lambda t: t.user_attrs.get("mlflow_run_id"), "its search worker died",
-                     lambda t: say(f"trial {t.number} fail: its worker died; re-queued with the same parameters"),
-                     {"trial_state": "FAIL"})
-    study, lock, liveness = open_worker(plan.storage, plan.name, plan.heartbeat, stale, plan.threads,
-                                        pruner=make_pruner(plan, plan.steps))
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    report, last, fails = after_trial(plan, ml, say), {}, {"n": 0}
-
-    def done(study, t) -> None:
-        report(study, t)
-        last["state"] = t.state.name
-
-    def next_action():
-        c = counts(study)
-        return 0 if c["COMPLETE"] >= plan.trials else "run" if c["COMPLETE"] + c["RUNNING"] < plan.trials else "wait"
-
-    def after():
-        fails["n"] = fails["n"] + 1 if last.pop("state", "FAIL") == "FAIL" else 0
-        if fails["n"] >= 3:
-            say("3 trials failed in a row: this worker stops (see the reasons above)")
-            return 1
-        return None
-    return worker_loop(study, lock, liveness, stale, next_action,
-                       recorded(lambda trial: run_trial(trial, plan, lock, liveness, parent), (RunFailed, UserError)),
-                       done, after, plan.deadline)

@@ -1,24 +1,113 @@
-"""What the grid across machines and the search share: the MLflow parent run, and the loop of a worker.
+"""What the local grid, the grid across machines (--storage) and `catlab search` share: the cell runner, the MLflow
+parent run and the worker loop.
 
-    pid = shared_parent(study, spec, "search-...", ml, key, experiment, tags, params)
-    stale = on_stale(ml, run_id_of, "its search worker died", lambda t: say(...))
-    study, lock, liveness = open_worker(spec, name, heartbeat, stale, threads, sampler=..., pruner=...)
-    code = worker_loop(study, lock, liveness, stale, next_action, recorded(run, plain), done, after)
+    res = run_cell(cfg, parent_run_id, tags)      # one config trained; never raises for a failed run
+    res["status"]                                 # FINISHED | FAILED | KILLED | PENDING (the grid was interrupted)
+    pid = open_parent(ml, experiment, known, tags, params, remember)
+    code = work(plan, index)                      # one worker on an Optuna storage (GridPlan or SearchPlan)
 
-A worker, under the storage's lock: reap the trials of dead workers (FAIL, then `stale` re-queues them),
-ask what to do (next_action: "run" a trial, "wait" for other workers' trials, or an exit code), and start one
-trial (study.optimize(n_trials=1), whose objective releases the lock once its trial exists; `done` sees it
-end). After a trial, `after()` may stop the worker with an exit code (a streak of failed or idle trials).
+A FINISHED run with the same config hash is skipped by the trainer (catlab.rundir.is_finished), a partly run one
+resumes from its checkpoint, a failed one comes back FAILED with its reason. In a spawned process of the local
+grid (init_worker) Ctrl-C is the grid's to handle: it sets the stop event, which the trainer checks every step.
+
+A worker on a storage, under the storage's lock: reap the trials of dead workers (FAIL, then plan.on_stale
+re-queues them), ask plan.next_action ("run" a trial, "wait" for the trials of other workers, or an exit code),
+and start one trial (study.optimize(n_trials=1)); plan.run trains it and releases the lock once its trial exists
+(holding). plan.done(t) prints the trial's line and says whether it counts against the worker: plan.streak such
+trials in a row stop it with exit code 1. On Ctrl-C the trial ends FAIL and plan.interrupted may queue it again.
 """
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 
 from catlab import rundir
-from experiments.search_storage import Liveness, StorageSpec, budget_lock, open_storage, reap, requeue_stale
+from catlab.errors import RunFailed, UserError
+from experiments.storage import Liveness, StorageSpec, budget_lock, open_storage, reap, requeue_stale
 
 POLL_S = 2.0        # how often a worker that waits for the trials of others looks at the storage again
+_STOP = None        # in a process of the local grid: the grid's stop event (set when the grid is interrupted)
+
+
+# ---- one cell ---------------------------------------------------------------------------------------------
+def threads_for(workers: int) -> int | None:
+    """Torch threads per worker process: the cores split between them (None: one process, torch's default)."""
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+
+def init_worker(stop) -> None:
+    """A worker process of the local grid: Ctrl-C is the parent's to handle (it sets `stop`); the trainer
+    listens to it (Hooks.stop_fn) and to its own SIGINT handler while a cell trains."""
+    import signal
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_cell(cfg, parent_run_id: str | None, tags: dict, threads: int | None = None,
+             start_line: str | None = None, hooks=None) -> dict:
+    """Train one config (a Config, or its dict); never raises for a failed run: returns {status, reason, step,
+    mlflow_run_id, seconds}."""
+    import torch
+    from catlab.config import from_dict
+    from catlab.trainer import Hooks, train
+    if threads:
+        torch.set_num_threads(threads)
+    if start_line:
+        print(start_line, flush=True)
+    cfg, t0 = from_dict(cfg) if isinstance(cfg, dict) else cfg, time.time()
+    run_dir = rundir.path_of(cfg)
+    if _STOP is not None and _STOP.is_set():
+        return {"status": "PENDING", "reason": "not started: the grid was interrupted", "seconds": 0.0}
+    if _STOP is not None:
+        hooks = Hooks(stop_fn=_STOP.is_set)
+    try:
+        r = train(cfg, hooks, parent_run_id=parent_run_id, tags=tags)
+        out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
+    except KeyboardInterrupt:
+        if _STOP is None:                 # in the grid's own process, or a worker on a storage: it stops here
+            raise
+        out = killed(run_dir)             # a process of the local grid reports its cell KILLED (the trainer wrote why)
+    except (RunFailed, UserError) as e:
+        out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+    except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
+        out = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
+    if "mlflow_run_id" not in out:
+        info = rundir.read_info(run_dir, strict=False)
+        out.update(step=info.get("step", 0), mlflow_run_id=info.get("mlflow_run_id"))
+    return {**out, "seconds": time.time() - t0}
+
+
+def killed(run_dir) -> dict:
+    """The result of a cell that Ctrl-C stopped, from its run.json."""
+    info = rundir.read_info(run_dir, strict=False)
+    return {"status": "KILLED", "reason": info.get("reason") or "interrupted by the user",
+            "step": info.get("step", 0), "mlflow_run_id": info.get("mlflow_run_id")}
+
+
+def preflight(cfgs, data: bool = True) -> None:
+    """Before any run starts: the devices and the tracking URIs checked, then (data=True) the data that must
+    exist on disk loaded once."""
+    from catlab.data import build_dataset
+    from catlab.tracking import check_uri
+    from catlab.trainer import pick_device
+    for device in sorted({c.train.device for c in cfgs}):
+        pick_device(device)
+    for uri in sorted({c.run.tracking_uri for c in cfgs if c.run.mlflow}):
+        check_uri(uri)                    # a tracking URI whose scheme can never work
+    seen = []
+    for c in cfgs if data else ():
+        if c.data.name != "shapes" and c.data not in seen:   # generated data cannot be missing
+            seen.append(c.data)
+            build_dataset(c.data)
+
+
+# ---- the MLflow parent run ----------------------------------------------------------------------------------
+def mlflow_for(cfg):
+    """The MLflow client of a config's tracking URI (None with run.mlflow=false)."""
+    from catlab.tracking import MLflow
+    return MLflow(cfg.run.tracking_uri) if cfg.run.mlflow else None
 
 
 def open_parent(ml, experiment: str, known: str | None, tags: dict, params: dict, remember=None) -> str | None:
@@ -48,12 +137,7 @@ def shared_parent(study, spec: StorageSpec, name: str, ml, key: str, experiment:
                            lambda pid: study.set_user_attr(key, pid))
 
 
-def mlflow_for(cfg):
-    """The MLflow client of a config's tracking URI (None with run.mlflow=false)."""
-    from catlab.tracking import MLflow
-    return MLflow(cfg.run.tracking_uri) if cfg.run.mlflow else None
-
-
+# ---- a worker on a storage ----------------------------------------------------------------------------------
 def say_for(index: int):
     """print() with the worker's label when there are several: say(msg) prints; say(msg, False) returns it."""
     def say(msg: str, now: bool = True) -> str:
@@ -76,35 +160,6 @@ def on_stale(ml, run_id_of, why: str, tell, tags: dict | None = None):
     return callback
 
 
-def open_worker(spec: StorageSpec, name: str, heartbeat: int, stale, threads: int | None, **load):
-    """(Optuna study, budget lock, this worker's liveness), with torch's threads set for this worker."""
-    import optuna
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name=name, storage=open_storage(spec, heartbeat, stale), **load)
-    return study, budget_lock(spec, name), Liveness(spec)
-
-
-def recorded(run, plain=(Exception,)):
-    """The objective: run(trial), with the first line of what it raised kept as the trial's user attr `error`
-    (the message of a `plain` exception, else prefixed by its type); a pruned trial is not an error."""
-    import optuna
-
-    def objective(trial):
-        try:
-            return run(trial)
-        except optuna.TrialPruned:
-            raise
-        except Exception as e:  # noqa: BLE001 -- recorded on the trial, which ends FAIL; the worker goes on
-            msg = str(e).strip()
-            text = msg if msg and isinstance(e, plain) else f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-            trial.set_user_attr("error", text.splitlines()[0][:300])
-            raise
-    return objective
-
-
 @contextmanager
 def holding(trial, lock, cfg):
     """The trial holds its run: the storage's lock released (its trial exists, RUNNING: other workers may ask
@@ -118,24 +173,67 @@ def holding(trial, lock, cfg):
         yield run_dir
 
 
-def worker_loop(study, lock, liveness: Liveness, stale, next_action, objective, done, after,
-                deadline: float | None = None) -> int:
-    """Run trials until next_action() gives an exit code, after() does, or the deadline passes (0)."""
-    try:
-        while deadline is None or time.time() < deadline:
-            with lock:
-                reap(study, liveness, stale)
-                action = next_action()
-                if action == "run":
-                    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[done])
-            if action == "wait":
-                time.sleep(POLL_S)
-            elif action != "run":
-                return action
-            else:
-                code = after()
-                if code is not None:
-                    return code
-        return 0
-    finally:
-        liveness.close()
+class Worker:
+    """One worker of a plan: the Optuna study, the storage's lock, this worker's liveness, MLflow, its print
+    function, and what the plan keeps of the trial it runs (`current`)."""
+
+    def __init__(self, plan, index: int = 0):
+        import optuna
+        if plan.threads:
+            import torch
+            torch.set_num_threads(plan.threads)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        self.plan, self.say, self.ml, self.current, self.streak = plan, say_for(index), plan.mlflow(), None, 0
+        self.stale = plan.on_stale(self.ml, self.say)
+        storage = open_storage(plan.storage, plan.heartbeat, self.stale)
+        self.study = optuna.load_study(study_name=plan.name, storage=storage, **plan.load_kwargs())
+        self.lock, self.liveness = budget_lock(plan.storage, plan.name), Liveness(plan.storage)
+
+    def objective(self, trial):
+        """plan.run(trial, self), with the first line of what it raised kept as the trial's user attr `error`
+        (the message of a plan.plain exception, else prefixed by its type); a pruned trial is not an error."""
+        import optuna
+        try:
+            return self.plan.run(trial, self)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # noqa: BLE001 -- recorded on the trial, which ends FAIL; the worker goes on
+            msg = str(e).strip()
+            text = msg if msg and isinstance(e, self.plan.plain) else f"{type(e).__name__}: {msg}" if msg \
+                else type(e).__name__
+            trial.set_user_attr("error", text.splitlines()[0][:300])
+            raise
+
+    def done(self, study, t) -> None:
+        self.current = None
+        self.streak = self.streak + 1 if self.plan.done(t, self) else 0
+
+    def loop(self) -> int:
+        """Run trials until plan.next_action() gives an exit code, a streak stops the worker (1), or the
+        plan's deadline passes (0)."""
+        plan = self.plan
+        try:
+            while plan.deadline is None or time.time() < plan.deadline:
+                with self.lock:
+                    reap(self.study, self.liveness, self.stale)
+                    action = plan.next_action(self.study)
+                    if action == "run":
+                        self.study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=[self.done])
+                if action == "wait":
+                    time.sleep(POLL_S)
+                elif action != "run":
+                    return action
+                elif self.streak >= plan.streak:
+                    self.say(plan.stop_line(self.streak))
+                    return 1
+            return 0
+        except KeyboardInterrupt:         # the trial ended FAIL
+            plan.interrupted(self)
+            raise
+        finally:
+            self.liveness.close()
+
+
+def work(plan, index: int = 0) -> int:
+    """The entry point of a worker (in this process, or a spawned one: storage.run_workers)."""
+    return Worker(plan, index).loop()

@@ -21,7 +21,7 @@ from catlab.tracking import MLflow
 from conftest import FAST
 from experiments import STUDIES, Study
 from experiments.grid import build_grid, study_dir
-from experiments.grid_storage import grid_sampler, optuna_name
+from experiments.grid_storage import GridPlan, optuna_name
 from experiments.runner import ablate
 
 STUDY = "ablation-consistency"
@@ -60,9 +60,13 @@ def worker(workdir, *argv):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_grid_sampler_hands_out_cells_in_the_grid_order():
-    study = optuna.create_study(sampler=grid_sampler(NAMES))
-    assert [study.ask().suggest_categorical("cell", NAMES) for _ in NAMES] == NAMES
+def test_a_worker_queues_the_cells_in_the_grid_order():
+    plan = GridPlan(build_grid(STUDIES[STUDY], "cpu", 2, TINY), "cpu", None, "grid")
+    study, cells = optuna.create_study(), []
+    for _ in NAMES:
+        assert plan.next_action(study) == "run"
+        cells.append(study.ask().suggest_categorical("cell", NAMES))
+    assert cells == NAMES and plan.next_action(study) == "wait"      # every cell running: nothing more to start
 
 
 def test_two_workers_on_one_journal_run_each_cell_once(workdir, monkeypatch, capsys):

@@ -142,7 +142,7 @@ def test_ctrl_c_during_catlab_ablate_with_two_workers_exits_130_and_the_same_com
     reaches the workers too; each then stops on its own handler, the same way.) The same command again runs
     in this process with the analysis and the report after the grid left out (a minute here, tested in
     tests/test_experiments.py)."""
-    from experiments import wrapup
+    from experiments import outputs
     from mlflow.tracking import MlflowClient
     argv = ["ablate", "ablation-consistency", "--seeds", "1", "--workers", "2", *SMALL, "data.n=64",
             "train.steps=60", "train.ckpt_every=1000", "train.log_every=1"]
@@ -172,8 +172,8 @@ def test_ctrl_c_during_catlab_ablate_with_two_workers_exits_130_and_the_same_com
         assert client.get_run(info["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == study["parent_run_id"]
         ids[c["cell"]] = info["mlflow_run_id"]
 
-    monkeypatch.setattr(wrapup, "analyse", lambda *a, **k: None)
-    monkeypatch.setattr(wrapup, "build_report", lambda *a, **k: None)
+    monkeypatch.setattr(outputs, "analyse", lambda *a, **k: None)
+    monkeypatch.setattr(outputs, "build_report", lambda *a, **k: None)
     assert main(argv) == 0                                                 # the same command again
     with open(sdir / "cells.csv") as f:
         cells = list(csv.DictReader(f))

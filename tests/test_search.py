@@ -21,7 +21,7 @@ from catlab.errors import UserError
 from catlab.tracking import MLflow
 from experiments import STUDIES, Study
 from experiments.search import search, search_name
-from experiments.search_storage import resolve
+from experiments.storage import resolve
 
 STUDY = "ablation-consistency-weight"
 NAME = search_name(STUDY)

@@ -103,9 +103,9 @@ def server_rows(client, run_id: str) -> list[tuple[str, int, float]]:
 
 def test_a_grid_logs_parent_nested_runs_params_metrics_and_sample_grids_over_http(http, server, workdir,
                                                                                    monkeypatch, capsys):
-    from experiments import wrapup
-    monkeypatch.setattr(wrapup, "analyse", lambda *a, **k: None)      # tracking only: no analysis, no report
-    monkeypatch.setattr(wrapup, "build_report", lambda *a, **k: None)
+    from experiments import outputs
+    monkeypatch.setattr(outputs, "analyse", lambda *a, **k: None)      # tracking only: no analysis, no report
+    monkeypatch.setattr(outputs, "build_report", lambda *a, **k: None)
     assert main(["ablate", "ablation-consistency", "--seeds", "1", *SMALL, "data.n=64", "train.steps=4"]) == 0
     assert "MLflow at" not in capsys.readouterr().err
     exp = http.get_experiment_by_name("ablation-consistency")

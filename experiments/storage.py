@@ -1,4 +1,4 @@
-"""Where an Optuna search keeps its trials, and how worker processes share that storage safely.
+"""Where the grid across machines and the search keep their trials, and how workers share that storage safely.
 
     spec = resolve(None, "ablation-consistency-weight")   # journal file optuna/ablation-consistency-weight.journal
     storage = open_storage(spec, heartbeat=60, on_stale=callback)
@@ -13,7 +13,7 @@ Storages
       of a killed process at once) and is marked FAIL, then re-queued with the same parameters.
   RDB URL (postgresql://..., mysql://...): RDBStorage with Optuna's heartbeat (heartbeat_interval, grace period
       2x) and RetryHeartbeatStaleTrialCallback, for workers on many machines.
-  sqlite:///PATH: accepted, but it locks under parallel writers (search() warns when workers > 1).
+  sqlite:///PATH: accepted, but it locks under parallel writers (the commands warn when workers > 1).
 
 The budget lock makes "count the trials, then ask for one" atomic, so N workers never start more trials than
 the budget: a file lock beside journal and sqlite files, a PostgreSQL advisory lock for PostgreSQL, none for
