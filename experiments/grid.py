@@ -45,9 +45,19 @@ def base_name(target: str) -> str:
     return target.split("@", 1)[0]
 
 
+def one_of(option: str, value, choices) -> None:
+    """A UserError unless value is one of choices: "--profile must be one of cpu, gpu, but got profile='tpu'"."""
+    if value not in choices:
+        raise UserError(f"{option} must be one of {', '.join(choices)}, but got {option.lstrip('-')}={value!r}")
+
+
+def positive_int(option: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{option} must be an int >= 1, but got {option.lstrip('-')}={value!r}")
+
+
 def get_study(name: str) -> Study:
-    if name not in STUDIES:
-        raise UserError(f"study must be one of {', '.join(STUDIES)}, but got study={name!r}")
+    one_of("study", name, STUDIES)
     return STUDIES[name]
 
 
@@ -73,12 +83,10 @@ class Cell:
 
 def check_options(study: Study, profile: str, seeds: int | None, workers: int) -> int:
     """Validate the command-line options; return the number of seeds."""
-    if profile not in study.profiles:
-        raise UserError(f"--profile must be one of {', '.join(study.profiles)}, but got profile={profile!r}")
-    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
-        raise UserError(f"--seeds must be an int >= 1, but got seeds={seeds!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UserError(f"--workers must be an int >= 1, but got workers={workers!r}")
+    one_of("--profile", profile, study.profiles)
+    if seeds is not None:
+        positive_int("--seeds", seeds)
+    positive_int("--workers", workers)
     return study.seeds if seeds is None else seeds
 
 
@@ -130,6 +138,12 @@ def command(study: str, profile: str, seeds: int, overrides=()) -> str:
     return " ".join(["catlab ablate", study, f"--profile {profile}", f"--seeds {seeds}", *overrides])
 
 
+def text_table(head: list[str], rows: list[list[str]]) -> str:
+    """Aligned columns, two spaces apart."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [head, *rows])
+
+
 def print_grid(study: Study, profile: str, cells: list[Cell], file=None) -> None:
     """The dry-run table: cell, seed, axis values, config hash, changed keys."""
     file = file or sys.stdout
@@ -142,6 +156,4 @@ def print_grid(study: Study, profile: str, cells: list[Cell], file=None) -> None
     rows = [[c.name, str(c.seed), *c.arm.values(), c.cfg.hash(),
              ", ".join(f"{k}={_fmt(v)}" for k, v in c.changed.items() if k not in common) or "-"]
             for c in cells]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
-    for r in [head, *rows]:
-        print("  ".join(x.ljust(w) for x, w in zip(r, widths)) + "  " + r[-1], file=file)
+    print(text_table(head, rows), file=file)

@@ -21,7 +21,7 @@ import math
 import os
 from pathlib import Path
 
-from experiments.grid import STUDIES_ROOT
+from experiments.grid import STUDIES_ROOT, text_table
 
 STAT_COLS = {"metric", "stage", "n", "mean", "std", "ci_low", "ci_high", "method"}
 TEST_COLS = {"axis", "a", "b", "n_pairs", "mean_a", "mean_b", "mean_diff", "sd_diff", "t", "p_ttest", "p_wilcoxon",
@@ -30,7 +30,7 @@ DIAGNOSTICS = ("discrepancy", "rewrite", "direction")
 
 
 # ---- files --------------------------------------------------------------------------------------
-def _atomic_text(path: Path, text: str) -> None:
+def atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -55,7 +55,7 @@ def write_cells_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    _atomic_text(path, buf.getvalue())
+    atomic_text(path, buf.getvalue())
 
 
 def read_study_json(path: Path) -> dict:
@@ -66,15 +66,10 @@ def read_study_json(path: Path) -> dict:
 
 
 def write_study_json(path: Path, info: dict) -> None:
-    _atomic_text(path, json.dumps(info, indent=2) + "\n")
+    atomic_text(path, json.dumps(info, indent=2) + "\n")
 
 
 # ---- the closing summary ----------------------------------------------------------------------------
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [head, *rows])
-
-
 def _num(x) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
@@ -86,7 +81,7 @@ def status_table(rows: list[dict], axes: list[str]) -> str:
         arm = ",".join(f"{a}={r[a]}" for a in axes)
         counts = arms.setdefault(arm, {"FINISHED": 0, "FAILED": 0, "other": 0})
         counts[r["status"] if r["status"] in counts else "other"] += 1
-    return _table(["arm", "finished", "failed", "other"],
+    return text_table(["arm", "finished", "failed", "other"],
                   [[a, *(str(v) for v in c.values())] for a, c in arms.items()])
 
 
@@ -143,7 +138,7 @@ def quality_tables(study_dir: Path, arm_order: list[str] | None = None) -> str |
         half = (r["ci_high"] - r["ci_low"]) / 2
         cells.setdefault(_row_key(r), {})[r["_arm"]] = f"{_num(r['mean'])} ± {_num(half)}"
     out = ["mean ± 95 % CI half-width (n seeds per arm; summary.csv)",
-           _table(["metric", *arms], [[k, *(v.get(a, "-") for a in arms)] for k, v in cells.items()])]
+           text_table(["metric", *arms], [[k, *(v.get(a, "-") for a in arms)] for k, v in cells.items()])]
     tpath = study_dir / "tests.csv"
     if tpath.exists():
         tests = pd.read_csv(tpath)
@@ -158,7 +153,7 @@ def quality_tables(study_dir: Path, arm_order: list[str] | None = None) -> str |
                 pw = f" / {_num(r['p_wilcoxon'])}" if "p_wilcoxon" in r else ""
                 ps.setdefault(_row_key(r), {})[r["_pair"]] = f"{_num(r['p_ttest'])}{pw}"
             out += ["paired p-values, t-test / Wilcoxon (tests.csv)",
-                    _table(["metric", *pairs], [[k, *(v.get(p, "-") for p in pairs)] for k, v in ps.items()])]
+                    text_table(["metric", *pairs], [[k, *(v.get(p, "-") for p in pairs)] for k, v in ps.items()])]
     return "\n".join(out)
 
 

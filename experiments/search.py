@@ -30,7 +30,7 @@ from catlab.config import load_config, parse_overrides
 from catlab.errors import UserError
 from catlab.profiles import get_profile
 from experiments import Study
-from experiments.grid import get_study, study_dir
+from experiments.grid import get_study, one_of, positive_int, study_dir
 from experiments.search_report import write_outputs
 from experiments.search_worker import Plan
 from experiments.storage import budget_lock, counts, open_storage, resolve, run_workers
@@ -48,26 +48,19 @@ def search_name(study: str, objective: str = "fid") -> str:
     return f"search-{study}" + ("" if objective == "fid" else "-pareto")
 
 
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{name} must be an int >= 1, but got {name.lstrip('-')}={value!r}")
-
-
 def check_options(st: Study, trials, workers, objective, timeout, profile, pruner, heartbeat) -> None:
     import optuna
     if st.space is None:
         raise UserError(f"study must declare a search space (space=...), but got study={st.name!r} without one")
-    _positive_int("--trials", trials)
-    _positive_int("--workers", workers)
-    _positive_int("heartbeat", heartbeat)
-    if objective not in OBJECTIVES:
-        raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}, but got objective={objective!r}")
+    positive_int("--trials", trials)
+    positive_int("--workers", workers)
+    positive_int("heartbeat", heartbeat)
+    one_of("--objective", objective, OBJECTIVES)
     if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise UserError(f"--timeout must be a number of seconds > 0, but got timeout={timeout!r}")
-    if profile not in st.profiles:
-        raise UserError(f"--profile must be one of {', '.join(st.profiles)}, but got profile={profile!r}")
-    if pruner not in PRUNERS and not isinstance(pruner, optuna.pruners.BasePruner):
-        raise UserError(f"pruner must be one of {', '.join(PRUNERS)}, but got pruner={pruner!r}")
+    one_of("--profile", profile, st.profiles)
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+        one_of("pruner", pruner, PRUNERS)
 
 
 def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval, n_step,

@@ -17,6 +17,8 @@ import math
 import warnings
 from pathlib import Path
 
+from experiments.outputs import atomic_text
+
 IMPORTANCE_MIN = 4          # fANOVA on fewer COMPLETE trials says little; skip the plot with a note
 
 
@@ -100,7 +102,5 @@ def write_outputs(study, out: Path, names: list[str], info: dict) -> dict:
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
     written, notes = plots(study, out, names)
     doc = {**info, "objectives": names, **best(study, names), "plots": written, "notes": notes}
-    tmp = out / "best.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    tmp.replace(out / "best.json")
+    atomic_text(out / "best.json", json.dumps(doc, indent=2, default=str) + "\n")
     return doc
