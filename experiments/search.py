@@ -14,7 +14,7 @@ single-objective studies only, so fid+misalignment runs every trial to the end.
 
 Storage: optuna/<study>.journal by default (worker processes on one machine), any RDB URL for many machines
 (PostgreSQL; sqlite works for one worker). Running the same command again adds trials until N are COMPLETE;
-trials of a killed worker end FAIL and are re-queued (experiments/search_storage.py). --workers N = N processes.
+trials of a killed worker end FAIL and are re-queued (experiments/storage.py). --workers N = N processes.
 MLflow: one parent run per search (its id in the Optuna study's user_attrs), each trial's training run nested
 under it with tags trial, study and trial_state. Outputs: reports/out/<search>/ (experiments/search_report.py).
 --timeout S: no new trial starts after S seconds (running ones finish).

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from catlab import rundir
 from catlab.errors import RunFailed, UserError
 from experiments.storage import StorageSpec, counts
 from experiments.worker import holding, mlflow_for, on_stale, run_cell
@@ -88,9 +89,12 @@ class Plan:
             trial.set_user_attr("retry_of", trial.user_attrs["number"])
         trial.set_user_attr("number", trial.number)
         with holding(trial, w.lock, cfg) as run_dir:
-            res = run_cell(cfg, self.parent_run_id, tags, hooks=pruning_hooks(trial, self))
-        if res.get("mlflow_run_id"):
-            trial.set_user_attr("mlflow_run_id", res["mlflow_run_id"])
+            try:
+                res = run_cell(cfg, self.parent_run_id, tags, hooks=pruning_hooks(trial, self))
+            finally:                                      # (Ctrl-C too)
+                info = rundir.read_info(run_dir)
+                if info.get("mlflow_run_id"):
+                    trial.set_user_attr("mlflow_run_id", info["mlflow_run_id"])
         if res["status"] not in ("FINISHED", "KILLED"):
             raise RunFailed(res["reason"])
         trial.set_user_attr("steps", res["step"])
