@@ -1,10 +1,22 @@
-"""Shared test fixtures and helpers: every test runs offline, in its own folder, with its own MLflow store."""
-import contextlib
-import os
-import socket
+"""Shared test fixtures and helpers: every test runs offline, in its own folder, with its own MLflow store.
 
+After the helpers any test may use, one section per family of test files (test_<family>_*.py) holds what
+two or more of its files use."""
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from catlab.config import load_config
+from catlab.trainer import Hooks, train
+from experiments import STUDIES, Study
 
 torch.set_num_threads(2)
 
@@ -54,3 +66,97 @@ def no_network():
         mp.setattr(socket.socket, "connect_ex", lambda self, a: connect(self, a))
         mp.setattr(socket, "getaddrinfo", getaddrinfo)
         yield attempts
+
+
+# ---- bad inputs: runs stopped after step 1 of 2 (`catlab train` resumes them), folders, snapshots -----
+# 16 px, 3 scales: the cheapest real model. log_every=1 lets the fixture stop the run after step 1.
+BASE = FAST + ["train.steps=2", "train.log_every=1", "run.mlflow=false", "data.resolution=16", "model.stages=3"]
+FOLDER = BASE + ["data.name=imagefolder:imgs", "data.n=0"]
+
+
+def _stopped_run(root: Path, overrides: list[str]) -> Path:
+    with contextlib.chdir(root):
+        cfg = load_config(overrides)
+        result = train(cfg, Hooks(abort_fn=lambda step: "stopped for the corpus" if step == 1 else None))
+        assert result.status == "KILLED" and result.step == 1
+        return root / "runs" / cfg.run_name()
+
+
+def _image(mode: str, size=(20, 24), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    if mode in ("L", "P"):
+        img = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), mode="L")
+        if mode == "P":
+            img = img.convert("P")
+            img.info["transparency"] = 0
+        return img
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
+    channels = {"LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
+    arr = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+    return Image.fromarray(arr, mode=mode)
+
+
+def make_folder(root: Path, classes: dict[str, str], per_class: int = 3) -> Path:
+    """root/<class>/<i>.png, each class in its own PIL mode."""
+    for name, mode in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = _image(mode, seed=i)
+            img.save(root / name / f"{i}.{'jpg' if mode == 'CMYK' else 'png'}")
+    return root
+
+
+MIXED = {"gray": "L", "graya": "LA", "rgba": "RGBA", "palette": "P"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    return _stopped_run(tmp_path_factory.mktemp("trained"), BASE)
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A run on an image folder of grayscale, gray+alpha, RGBA and palette images (4 classes)."""
+    root = tmp_path_factory.mktemp("folder")
+    make_folder(root / "imgs", MIXED)
+    return _stopped_run(root, FOLDER), root / "imgs"
+
+
+def copy_run(src: Path, root: Path = Path("runs")) -> Path:
+    dest = root / src.name
+    shutil.copytree(src, dest)
+    return dest
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under root -> sha1 of its bytes ('dir' for folders)."""
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+class WS:
+    """What a case's setup may use: the fixtures' runs, copied into the case folder on demand."""
+
+    def __init__(self, path: Path, request):
+        self.path, self.request = path, request
+
+    def run(self) -> Path:
+        return copy_run(self.request.getfixturevalue("trained"))
+
+    def folder_run(self) -> Path:
+        run, imgs = self.request.getfixturevalue("folder_run")
+        shutil.copytree(imgs, "imgs")
+        return copy_run(run)
+
+    def env(self, key: str, value: str | None):
+        """Set (or, with None, unset) an environment variable for this case only."""
+        mp = self.request.getfixturevalue("monkeypatch")
+        mp.setenv(key, value) if value is not None else mp.delenv(key, raising=False)
+        return self
+
+    def study(self, study: Study) -> str:
+        """Register a study for this case only."""
+        self.request.getfixturevalue("monkeypatch").setitem(STUDIES, study.name, study)
+        return study.name

@@ -1,23 +1,15 @@
-"""Bad inputs across the CLI, configs, data and checkpoints.
+"""The bad-input corpus: the CLI, configs, data, checkpoints, studies, the search and tracking URIs.
 
 Every case of the corpus gets one line on stderr (no traceback), a non-zero exit (2 for bad input, 1 for
 a run that started and failed), and leaves nothing half-written: the folder tree and every file in it are
 byte-for-byte what they were (no run dir, no studies/<x>, no .tmp), except that a failed run keeps its
-record (run.json FAILED). Grayscale and RGBA images are not bad input: they become 3 channels and train.
-A tracking URI whose scheme can never work is bad input (exit 2, before any work); a tracking store that
-cannot be used (a server down, a sqlite file under a file) is not: training goes on with JSONL (exit 0)
-and one line says so (nothing is lost: `catlab sync RUN_DIR` replays it later). The read-only folder case
-runs as an unprivileged user (nobody) when the tests run as root, as CI does.
+record (run.json FAILED). A tracking URI whose scheme can never work is bad input (exit 2, before any work).
+The runs the cases start from (stopped after step 1 of 2) and the folder snapshots are in conftest.py; the
+inputs this rule does not fit are in test_bad_inputs_edge_cases.py.
 """
 import contextlib
-import hashlib
 import json
-import os
-import pwd
 import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,87 +17,17 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from catlab.cli import main
 from catlab.config import load_config, save_config
-from catlab.data import build_dataset
-from catlab.trainer import Hooks, train
-from conftest import FAST, no_network
-from experiments import STUDIES, Study
-
-# 16 px, 3 scales: the cheapest real model. log_every=1 lets the fixture stop the run after step 1.
-BASE = FAST + ["train.steps=2", "train.log_every=1", "run.mlflow=false", "data.resolution=16", "model.stages=3"]
-FOLDER = BASE + ["data.name=imagefolder:imgs", "data.n=0"]
-
-
-# ---- fixtures: a run stopped after step 1 of 2 (so `catlab train` resumes it and reads its checkpoint) --
-def _stopped_run(root: Path, overrides: list[str]) -> Path:
-    with contextlib.chdir(root):
-        cfg = load_config(overrides)
-        result = train(cfg, Hooks(abort_fn=lambda step: "stopped for the corpus" if step == 1 else None))
-        assert result.status == "KILLED" and result.step == 1
-        return root / "runs" / cfg.run_name()
-
-
-def _image(mode: str, size=(20, 24), seed=0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    h, w = size[1], size[0]
-    if mode in ("L", "P"):
-        img = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), mode="L")
-        if mode == "P":
-            img = img.convert("P")
-            img.info["transparency"] = 0
-        return img
-    if mode == "I;16":
-        return Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
-    channels = {"LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
-    arr = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
-    return Image.fromarray(arr, mode=mode)
-
-
-def make_folder(root: Path, classes: dict[str, str], per_class: int = 3) -> Path:
-    """root/<class>/<i>.png, each class in its own PIL mode."""
-    for name, mode in classes.items():
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            img = _image(mode, seed=i)
-            img.save(root / name / f"{i}.{'jpg' if mode == 'CMYK' else 'png'}")
-    return root
-
-
-MIXED = {"gray": "L", "graya": "LA", "rgba": "RGBA", "palette": "P"}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    return _stopped_run(tmp_path_factory.mktemp("trained"), BASE)
-
-
-@pytest.fixture(scope="module")
-def folder_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A run on an image folder of grayscale, gray+alpha, RGBA and palette images (4 classes)."""
-    root = tmp_path_factory.mktemp("folder")
-    make_folder(root / "imgs", MIXED)
-    return _stopped_run(root, FOLDER), root / "imgs"
+from conftest import BASE, FOLDER, WS, _image, no_network, snapshot
+from experiments import Study
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-def copy_run(src: Path, root: Path = Path("runs")) -> Path:
-    dest = root / src.name
-    shutil.copytree(src, dest)
-    return dest
-
-
 def truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every path under root -> sha1 of its bytes ('dir' for folders)."""
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
 
 
 @dataclass
@@ -115,32 +37,6 @@ class Case:
     code: int                  # 2 bad input, 1 a run that failed
     match: str                 # a piece of the one-line message
     offline: bool = False      # block the network while the command runs
-
-
-class WS:
-    """What a case's setup may use: the fixtures' runs, copied into the case folder on demand."""
-
-    def __init__(self, path: Path, request):
-        self.path, self.request = path, request
-
-    def run(self) -> Path:
-        return copy_run(self.request.getfixturevalue("trained"))
-
-    def folder_run(self) -> Path:
-        run, imgs = self.request.getfixturevalue("folder_run")
-        shutil.copytree(imgs, "imgs")
-        return copy_run(run)
-
-    def env(self, key: str, value: str | None):
-        """Set (or, with None, unset) an environment variable for this case only."""
-        mp = self.request.getfixturevalue("monkeypatch")
-        mp.setenv(key, value) if value is not None else mp.delenv(key, raising=False)
-        return self
-
-    def study(self, study: Study) -> str:
-        """Register a study for this case only."""
-        self.request.getfixturevalue("monkeypatch").setitem(STUDIES, study.name, study)
-        return study.name
 
 
 def _other_config_dir(ws) -> Path:
@@ -395,118 +291,3 @@ def test_bad_input(case, workdir, request, capsys):
 
 def test_corpus_size():
     assert len(CASES) >= 25
-
-
-# ---- not bad input: grayscale / RGBA / palette images become 3 channels and train -------------------------
-@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "I;16", "CMYK"])
-def test_image_modes_become_rgb(mode, workdir):
-    make_folder(workdir / "imgs", {"a": mode, "b": "RGB"}, per_class=2)
-    data = build_dataset(load_config(BASE + ["data.name=imagefolder:imgs", "data.n=0"]).data)
-    assert data.images.shape == (4, 3, 16, 16) and data.images.dtype == torch.uint8
-    assert data.num_classes == 2 and data.labels.tolist() == [0, 0, 1, 1]
-    first = data.images[0]
-    if mode in ("L", "LA", "I;16"):                               # gray: the three channels agree
-        assert torch.equal(first[0], first[1]) and torch.equal(first[1], first[2])
-    assert first.float().std() > 10                               # the random pixels survived the conversion
-
-
-def test_grayscale_and_rgba_folder_trains(workdir, request, capsys):
-    """The mixed-mode folder run (stopped after step 1) resumes and finishes through the CLI: exit 0."""
-    ws = WS(workdir, request)
-    run = ws.folder_run()
-    assert main(["train", *FOLDER]) == 0
-    assert "FINISHED" in capsys.readouterr().out
-    info = json.loads((run / "run.json").read_text())
-    assert info["status"] == "FINISHED" and info["step"] == 2
-    assert info["num_classes"] == 4 and info["channels"] == 3
-
-
-def test_rgba_is_composited_on_white(workdir):
-    d = workdir / "imgs" / "a"
-    d.mkdir(parents=True)
-    Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(d / "clear.png")            # fully transparent black
-    Image.new("RGBA", (16, 16), (0, 0, 255, 255)).save(d / "blue.png")        # opaque blue
-    data = build_dataset(load_config(BASE + ["data.name=imagefolder:imgs", "data.n=0"]).data)
-    assert data.images[1].unique().tolist() == [255]                          # clear.png: white
-    assert data.images[0][:, 0, 0].tolist() == [0, 0, 255]                     # blue.png
-
-
-# ---- not bad input: a tracking store that cannot be used --------------------------------------------------
-def test_unusable_mlflow_store_trains_with_jsonl_and_says_so_in_one_line(workdir, monkeypatch, capsys):
-    """A sqlite store under a file (a server that is down: tests/test_faults.py): the scheme is fine, the
-    store is not; training goes on with JSONL."""
-    (workdir / "afile").write_text("x")
-    uri = f"sqlite:///{workdir}/afile/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    capsys.readouterr()
-    code = main(["train", *BASE, "train.steps=1", "run.mlflow=true"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 0, err
-    run = next(workdir.glob("runs/*"))
-    assert len(err) == 1, err                                          # no Python warning, no source line
-    assert err[0].startswith(f"catlab: warning: MLflow at {uri} failed (") and \
-        err[0].endswith(f"continuing with JSONL only. Sync afterwards with: catlab sync {Path('runs') / run.name}")
-    info = json.loads((run / "run.json").read_text())
-    assert info["status"] == "FINISHED" and info["mlflow_run_id"] is None
-    names = {json.loads(x)["name"] for x in (run / "metrics.jsonl").read_text().splitlines()}
-    assert {"d_loss", "g_loss", "cons"} <= names
-    assert (workdir / "afile").read_text() == "x"
-
-
-# ---- a read-only folder, as a user who cannot write there ------------------------------------------------
-def _as_user(uid: int, gid: int, cwd: Path, argv: list[str]) -> int:
-    """main(argv) in a forked child that runs as uid:gid in cwd; its exit code. (A fork, not a new
-    interpreter: the venv's Python may live under /root, which nobody may read. One torch thread in the
-    child, as in DataLoader workers: OpenMP's pool does not survive a fork.)"""
-    pid = os.fork()
-    if pid == 0:                                                       # the child: never returns
-        code = 3
-        try:
-            torch.set_num_threads(1)
-            os.chdir(cwd)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            assert os.geteuid() == uid and os.getegid() == gid
-            code = main(argv)
-        except BaseException:  # noqa: BLE001 -- report it through the exit code and stderr
-            import traceback
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
-def test_run_dir_read_only_as_unprivileged_user(workdir, capfd):
-    """--run-dir under a folder the user may not write: exit 2, one line, nothing written. Root writes
-    anywhere, so under root (CI) the command runs as `nobody` (a forked child that drops to its uid)."""
-    argv = ["train", *BASE, "--run-dir", "locked/run"]
-    root = Path(tempfile.mkdtemp(prefix="catlab-ro-"))                # not under pytest's 0700 tmp
-    case, locked = root / "case", root / "case" / "locked"
-    try:
-        locked.mkdir(parents=True)
-        for d in (root, case):
-            d.chmod(0o755)
-        locked.chmod(0o555)                                            # owned by us: read-only to others
-        before = snapshot(case)
-        if os.geteuid() == 0:
-            nobody = pwd.getpwnam("nobody")
-            (workdir / "afile").write_text("x")                        # the same path in this process first,
-            assert main(["train", *BASE, "--run-dir", "afile/run"]) == 2  # so the child imports nothing
-            capfd.readouterr()
-            code = _as_user(nobody.pw_uid, nobody.pw_gid, case, argv)
-        else:
-            with contextlib.chdir(case):
-                capfd.readouterr()
-                code = main(argv)
-        err = capfd.readouterr().err
-        after = snapshot(case)
-    finally:
-        locked.chmod(0o755)
-        shutil.rmtree(root, ignore_errors=True)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1, err
-    assert lines[0] == "catlab: error: --run-dir locked/run cannot be written (Permission denied)", lines
-    assert after == before
