@@ -4,6 +4,7 @@ After the helpers any test may use, one section per family of test files (test_<
 two or more of its files use."""
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -160,3 +161,15 @@ class WS:
         """Register a study for this case only."""
         self.request.getfixturevalue("monkeypatch").setitem(STUDIES, study.name, study)
         return study.name
+
+
+# ---- faults: the cheap config, the logged values ------------------------------------------------------
+SMALL = FAST + ["data.resolution=16", "model.stages=3", "run.mlflow=false"]   # 16 px, 3 scales: cheap
+
+
+def _metrics(run_dir: Path) -> dict:
+    """(name, step) -> value from metrics.jsonl, without the wall-clock throughput."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    out = {(r["name"], r["step"]): r["value"] for r in rows if r["name"] != "img_per_s"}
+    assert len(out) == sum(r["name"] != "img_per_s" for r in rows), "a (name, step) was logged twice"
+    return out

@@ -61,7 +61,7 @@ def test_rgba_is_composited_on_white(workdir):
 
 # ---- not bad input: a tracking store that cannot be used --------------------------------------------------
 def test_unusable_mlflow_store_trains_with_jsonl_and_says_so_in_one_line(workdir, monkeypatch, capsys):
-    """A sqlite store under a file (a server that is down: tests/test_faults.py): the scheme is fine, the
+    """A sqlite store under a file (a server that is down: tests/test_faults_mlflow.py): the scheme is fine, the
     store is not; training goes on with JSONL."""
     (workdir / "afile").write_text("x")
     uri = f"sqlite:///{workdir}/afile/mlflow.db"

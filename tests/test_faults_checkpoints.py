@@ -1,38 +1,25 @@
-"""Faults: SIGKILL at random points, checkpoint writes that fail part-way, a damaged last checkpoint (resume
-from the one before), an unreachable MLflow server (then `catlab sync`), a tracking URI that can never work,
-and the security rules (weights_only loads, no network unless asked)."""
-import ast
+"""Faults around checkpoints: SIGKILL at random points (the rerun ends bitwise like a straight run),
+checkpoint writes that fail part-way (the old file stays, no temp file), and a damaged last checkpoint
+(resume from the one before; none readable: one line naming the files)."""
 import json
 import random
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from catlab import checkpoint, tracking
+from catlab import checkpoint
 from catlab.checkpoint import atomic_save, safe_load
 from catlab.cli import main
 from catlab.config import load_config
 from catlab.errors import RunFailed
 from catlab.trainer import Hooks, train
-from conftest import FAST, no_network, state_equal
+from conftest import SMALL, _metrics, state_equal
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = FAST + ["data.resolution=16", "model.stages=3", "run.mlflow=false"]   # 16 px, 3 scales: cheap
 STATE_KEYS = ("G", "D", "G_ema", "opt_g", "opt_d", "rng", "data", "images_seen", "step")
-
-
-def _metrics(run_dir: Path) -> dict:
-    """(name, step) -> value from metrics.jsonl, without the wall-clock throughput."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    out = {(r["name"], r["step"]): r["value"] for r in rows if r["name"] != "img_per_s"}
-    assert len(out) == sum(r["name"] != "img_per_s" for r in rows), "a (name, step) was logged twice"
-    return out
 
 
 # ---- SIGKILL at random points -----------------------------------------------------------------------------
@@ -225,186 +212,3 @@ def test_no_readable_checkpoint_is_one_line_naming_the_file(workdir, capsys):
                    f"the previous one, {ckpt_dir / 'prev.pt'}, is unreadable or corrupt (RuntimeError); "
                    f"delete {ckpt_dir} to start the run over"], err
     assert sorted((p.name, p.read_bytes()) for p in ckpt_dir.iterdir()) == files     # nothing renamed
-
-
-# ---- MLflow: unreachable server, then catlab sync --------------------------------------------------------
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _train_cli(argv, capsys) -> tuple[int, list[str]]:
-    """(exit code, the MLflow lines on stderr); the stderr holds nothing else (no Python warning source)."""
-    capsys.readouterr()
-    code = main(["train", *argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    ours = [ln for ln in err if "MLflow at" in ln]
-    assert err == ours and not any("warn(" in ln or "Warning" in ln for ln in err), err
-    return code, ours
-
-
-@pytest.fixture
-def dropping_server():
-    """A TCP server on 127.0.0.1 that accepts and at once closes every connection; yields (url, accepts)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    accepts = []
-
-    def serve():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:                               # closed: the test is over
-                return
-            accepts.append(1)
-            conn.close()
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}", accepts
-    srv.close()
-
-
-def test_mlflow_fails_fast_by_default(monkeypatch, dropping_server, capsys):
-    """Unless the user set them, MLflow's HTTP retries are few (FAIL_FAST: 1 + 2 attempts; MLflow's own
-    default is 1 + 7 with a longer backoff); the sink is off after the first failure, announced in one line."""
-    for key in tracking.FAIL_FAST:
-        monkeypatch.setenv(key, "")
-        monkeypatch.delenv(key)                           # restored (absent) after the test
-    url, accepts = dropping_server
-    ml = tracking.MLflow(url)
-    assert ml.create_run("catlab", "x") is None
-    assert len(accepts) == 1 + int(tracking.FAIL_FAST["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) == 3
-    ml.log_metrics("x", [("a", 1.0, 1)])                  # off after the first failure: nothing is tried
-    assert len(accepts) == 3 and not ml.ok
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"catlab: warning: MLflow at {url} failed (") and \
-        err[0].endswith("continuing with JSONL only. Sync afterwards with: catlab sync RUN_DIR"), err
-
-
-def test_unreachable_mlflow_trains_with_jsonl_warns_once_then_sync_sends_it(workdir, monkeypatch, capsys):
-    import mlflow
-    sqlite = f"sqlite:///{workdir / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    code, warned = _train_cli(SMALL + ["train.steps=4", "train.ckpt_every=2", "run.mlflow=true"], capsys)
-    assert code == 0, capsys.readouterr().err
-    run_dir = next((workdir / "runs").iterdir())
-    assert len(warned) == 1 and f"catlab sync {Path('runs') / run_dir.name}" in warned[0], warned
-    assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] is None
-    jsonl = _metrics(run_dir)
-    assert {s for n, s in jsonl if n == "d_loss"} == {2, 4}
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite)                     # the server is back
-    capsys.readouterr()
-    assert main(["sync", str(run_dir)]) == 0
-    out = capsys.readouterr().out
-    assert f"{len(jsonl) + 2} values" in out and "created" in out       # + img_per_s at steps 2 and 4
-    runs = mlflow.search_runs(search_all_experiments=True)
-    assert len(runs) == 1 and runs["status"][0] == "FINISHED"
-    run_id = runs["run_id"][0]
-    assert json.loads((run_dir / "run.json").read_text())["mlflow_run_id"] == run_id
-    assert runs["params.train.steps"][0] == "4" and runs["tags.config_hash"][0] == load_config(
-        SMALL + ["train.steps=4", "train.ckpt_every=2", "run.mlflow=true"]).hash()
-    client = mlflow.tracking.MlflowClient()
-    for name in ("d_loss", "g_loss", "cons"):
-        history = client.get_metric_history(run_id, name)
-        assert {(m.step, m.value) for m in history} == {(s, v) for (n, s), v in jsonl.items() if n == name}
-        assert len(history) == 2
-    assert "samples/grid_000004.png" in [f.path for f in client.list_artifacts(run_id, "samples")]
-    assert main(["sync", str(run_dir)]) == 0                            # twice: nothing new is sent
-    assert "0 values" in capsys.readouterr().out
-    assert len(client.get_metric_history(run_id, "d_loss")) == 2
-    assert len(mlflow.search_runs(search_all_experiments=True)) == 1
-
-
-def test_mlflow_lost_mid_run_then_sync_continues_the_same_run(workdir, capsys):
-    """The server goes away after the first checkpoint; sync completes the run's own MLflow run."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-    port = closed_port()
-
-    def outage(step, state):
-        if step == 3:
-            tracking._active.mlflow._client = MlflowClient(f"http://127.0.0.1:{port}")
-    capsys.readouterr()
-    result = train(load_config(SMALL + ["train.steps=4", "train.ckpt_every=2", "run.mlflow=true"]),
-                   Hooks(step_fn=outage))
-    assert result.status == "FINISHED"
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("catlab: warning: MLflow at ") and \
-        f"127.0.0.1:{port}" in err[0] and f"catlab sync {Path('runs') / result.run_dir.name}" in err[0], err
-    client = MlflowClient()
-    assert [m.step for m in client.get_metric_history(result.mlflow_run_id, "d_loss")] == [2]
-    assert client.get_run(result.mlflow_run_id).info.status == "RUNNING"   # its end was never sent
-    capsys.readouterr()
-    assert main(["sync", str(result.run_dir)]) == 0
-    assert "continued" in capsys.readouterr().out
-    runs = mlflow.search_runs(search_all_experiments=True)
-    assert len(runs) == 1 and runs["run_id"][0] == result.mlflow_run_id and runs["status"][0] == "FINISHED"
-    history = client.get_metric_history(result.mlflow_run_id, "d_loss")
-    jsonl = _metrics(result.run_dir)
-    assert sorted((m.step, m.value) for m in history) == sorted((s, v) for (n, s), v in jsonl.items()
-                                                               if n == "d_loss")
-    assert [m.step for m in history].count(2) == 1                     # step 2 was not sent again
-
-
-def test_sync_with_mlflow_unreachable_is_one_line_and_exit_1(workdir, monkeypatch, capsys):
-    run_dir = workdir / "runs" / "r"
-    run_dir.mkdir(parents=True)
-    from catlab.config import save_config
-    save_config(load_config(SMALL), run_dir / "config.json")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    capsys.readouterr()
-    assert main(["sync", str(run_dir)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("catlab: run failed: MLflow at http://127.0.0.1"), err
-
-
-# ---- security ------------------------------------------------------------------------------------------
-def _repo_py_files() -> list[Path]:
-    skip = {".venv", ".git", "node_modules", "__pycache__", "build", "dist"}
-    return [p for p in REPO.rglob("*.py") if not skip & set(p.relative_to(REPO).parts)
-            and not any(part.startswith(".") for part in p.relative_to(REPO).parts)]
-
-
-def unsafe_torch_loads(source: str) -> list[int]:
-    """Line numbers of torch.load(...) calls (or `load` imported from torch) without weights_only=True."""
-    tree = ast.parse(source)
-    aliases = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "torch"
-               for a in n.names if a.name == "load"}
-    bad = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        f = node.func
-        is_load = (isinstance(f, ast.Attribute) and f.attr == "load" and isinstance(f.value, ast.Name)
-                   and f.value.id == "torch") or (isinstance(f, ast.Name) and f.id in aliases)
-        safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                   for k in node.keywords)
-        if is_load and not safe:
-            bad.append(node.lineno)
-    return bad
-
-
-def test_every_torch_load_in_the_repo_uses_weights_only():
-    assert unsafe_torch_loads("import torch\ntorch.load(p)\ntorch.load(p, weights_only=False)\n"
-                              "torch.load(p, weights_only=True)\nfrom torch import load as L\nL(p)\n") == [2, 3, 6]
-    files = _repo_py_files()
-    assert REPO / "catlab" / "checkpoint.py" in files and len(files) > 30
-    offenders = {str(p.relative_to(REPO)): lines for p in files if (lines := unsafe_torch_loads(p.read_text()))}
-    assert offenders == {}, f"torch.load without weights_only=True: {offenders}"
-
-
-def test_train_and_analyze_need_no_network(workdir, capsys):
-    """A 1-step run (MLflow on, sqlite) and its analysis with the default metrics, with the network blocked."""
-    with no_network() as attempts:
-        assert main(["train", *SMALL, "train.steps=1", "run.mlflow=true"]) == 0
-        run_dir = next((workdir / "runs").iterdir())
-        assert main(["analyze", str(run_dir), "--n", "16"]) == 0
-    assert attempts == []
-    out = capsys.readouterr().out
-    assert "fid" in out and "discrepancy_l2" in out
-    assert (run_dir / "analysis.csv").exists()
