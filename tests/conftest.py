@@ -173,3 +173,17 @@ def _metrics(run_dir: Path) -> dict:
     out = {(r["name"], r["step"]): r["value"] for r in rows if r["name"] != "img_per_s"}
     assert len(out) == sum(r["name"] != "img_per_s" for r in rows), "a (name, step) was logged twice"
     return out
+
+
+# ---- metrics: offline, and the tolerance against the reference implementations ------------------------
+TOL = 1e-6
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No real weights, no shared cache: TORCH_HOME is an empty temp dir; the notice is already shown."""
+    from catlab.metrics import fidelity
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("CATLAB_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.delenv("CATLAB_CACHE", raising=False)
+    monkeypatch.setattr(fidelity, "_NOTICE_SHOWN", True)
