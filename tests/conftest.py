@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,76 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.delenv("CATLAB_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.delenv("CATLAB_CACHE", raising=False)
     monkeypatch.setattr(fidelity, "_NOTICE_SHOWN", True)
+
+
+# ---- reports: the strict HTML check -------------------------------------------------------------------
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class StrictHTML(HTMLParser):
+    """An HTML check that fails (ValueError, naming the line) where a browser would quietly repair or drop:
+    an end tag that does not close the innermost open element, an element left open, an end tag for a void
+    element, no <!DOCTYPE html>, a duplicate id, an #anchor without its id, a src/href that is empty, points
+    off the machine (the report is read offline) or names a file that does not exist next to the page."""
+
+    def __init__(self, base: Path):
+        super().__init__(convert_charrefs=True)
+        self.base, self.stack, self.ids, self.refs, self.tags, self.doctype = base, [], set(), [], [], False
+
+    def _fail(self, what: str):
+        raise ValueError(f"line {self.getpos()[0]}: {what}")
+
+    def handle_decl(self, decl):
+        self.doctype = self.doctype or decl.strip().lower() == "doctype html"
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        a = dict(attrs)
+        if tag not in VOID:
+            self.stack.append((tag, self.getpos()[0]))
+        if "id" in a:
+            if a["id"] in self.ids:
+                self._fail(f"duplicate id {a['id']!r}")
+            self.ids.add(a["id"])
+        for key in ("src", "href"):
+            if key in a:
+                self.refs.append((tag, key, a[key], self.getpos()[0]))
+
+    def handle_startendtag(self, tag, attrs):            # <br/>, <img ... />
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            self._fail(f"</{tag}>: {tag} is a void element")
+        if not self.stack or self.stack[-1][0] != tag:
+            self._fail(f"</{tag}> closes " + (f"<{self.stack[-1][0]}> of line {self.stack[-1][1]}" if self.stack
+                                              else "nothing"))
+        self.stack.pop()
+
+    def close(self):
+        super().close()
+        if self.stack:
+            tag, line = self.stack[-1]
+            raise ValueError(f"line {line}: <{tag}> is never closed")
+        if not self.doctype:
+            raise ValueError("no <!DOCTYPE html>")
+        from urllib.parse import unquote, urlparse
+        for tag, key, ref, line in self.refs:
+            url = urlparse(ref or "")
+            if not ref:
+                raise ValueError(f"line {line}: <{tag} {key}> is empty")
+            if url.scheme or url.netloc or ref.startswith("/"):
+                raise ValueError(f"line {line}: <{tag} {key}={ref!r}> points off the page's folder")
+            if url.path and not (self.base / unquote(url.path)).is_file():
+                raise ValueError(f"line {line}: <{tag} {key}={ref!r}>: no such file next to the page")
+            if url.fragment and not url.path and url.fragment not in self.ids:
+                raise ValueError(f"line {line}: <{tag} {key}={ref!r}>: no element with that id")
+
+
+def strict_html(path: Path) -> StrictHTML:
+    page = StrictHTML(path.parent)
+    page.feed(path.read_text())
+    page.close()
+    return page

@@ -3,11 +3,9 @@
 The study output is built from real runs: 2 arms (consistency on / off) x 2 seeds, trained for 3 steps each,
 then the contract's tables computed with analysis.misalignment and analysis.stats (table, summary, tests),
 drift between EMA snapshots and a Frechet distance on pooled pixels per scale for curve.csv / quality.
+The HTML check is conftest.py's strict_html; the check itself is pinned in test_reports_checks.py.
 """
 import json
-import math
-import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST
+from conftest import FAST, strict_html
 
 STUDY = "tiny-consistency"          # not in the registry: reports must work from the files alone
 ARMS = {"on": 1.0, "off": 0.0}
@@ -176,104 +174,6 @@ def built(study):
 
 
 # ---- the end-to-end report ----------------------------------------------------------------------------
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-class StrictHTML(HTMLParser):
-    """An HTML check that fails (ValueError, naming the line) where a browser would quietly repair or drop:
-    an end tag that does not close the innermost open element, an element left open, an end tag for a void
-    element, no <!DOCTYPE html>, a duplicate id, an #anchor without its id, a src/href that is empty, points
-    off the machine (the report is read offline) or names a file that does not exist next to the page."""
-
-    def __init__(self, base: Path):
-        super().__init__(convert_charrefs=True)
-        self.base, self.stack, self.ids, self.refs, self.tags, self.doctype = base, [], set(), [], [], False
-
-    def _fail(self, what: str):
-        raise ValueError(f"line {self.getpos()[0]}: {what}")
-
-    def handle_decl(self, decl):
-        self.doctype = self.doctype or decl.strip().lower() == "doctype html"
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        a = dict(attrs)
-        if tag not in VOID:
-            self.stack.append((tag, self.getpos()[0]))
-        if "id" in a:
-            if a["id"] in self.ids:
-                self._fail(f"duplicate id {a['id']!r}")
-            self.ids.add(a["id"])
-        for key in ("src", "href"):
-            if key in a:
-                self.refs.append((tag, key, a[key], self.getpos()[0]))
-
-    def handle_startendtag(self, tag, attrs):            # <br/>, <img ... />
-        self.handle_starttag(tag, attrs)
-        if tag not in VOID:
-            self.stack.pop()
-
-    def handle_endtag(self, tag):
-        if tag in VOID:
-            self._fail(f"</{tag}>: {tag} is a void element")
-        if not self.stack or self.stack[-1][0] != tag:
-            self._fail(f"</{tag}> closes " + (f"<{self.stack[-1][0]}> of line {self.stack[-1][1]}" if self.stack
-                                              else "nothing"))
-        self.stack.pop()
-
-    def close(self):
-        super().close()
-        if self.stack:
-            tag, line = self.stack[-1]
-            raise ValueError(f"line {line}: <{tag}> is never closed")
-        if not self.doctype:
-            raise ValueError("no <!DOCTYPE html>")
-        from urllib.parse import unquote, urlparse
-        for tag, key, ref, line in self.refs:
-            url = urlparse(ref or "")
-            if not ref:
-                raise ValueError(f"line {line}: <{tag} {key}> is empty")
-            if url.scheme or url.netloc or ref.startswith("/"):
-                raise ValueError(f"line {line}: <{tag} {key}={ref!r}> points off the page's folder")
-            if url.path and not (self.base / unquote(url.path)).is_file():
-                raise ValueError(f"line {line}: <{tag} {key}={ref!r}>: no such file next to the page")
-            if url.fragment and not url.path and url.fragment not in self.ids:
-                raise ValueError(f"line {line}: <{tag} {key}={ref!r}>: no element with that id")
-
-
-def strict_html(path: Path) -> StrictHTML:
-    page = StrictHTML(path.parent)
-    page.feed(path.read_text())
-    page.close()
-    return page
-
-
-@pytest.mark.parametrize("html, error", [
-    ("<!DOCTYPE html><html><body><div><table></div></table></body></html>", "</div> closes <table>"),
-    ("<!DOCTYPE html><html><body><div><p>x</body></html>", "</body> closes <p>"),
-    ("<!DOCTYPE html><html><body><div>x</div>", "<body> is never closed"),
-    ("<!DOCTYPE html><html><body>x</body></html></div>", "</div> closes nothing"),
-    ("<!DOCTYPE html><html><body><img src='fig.png'></img></body></html>", "</img>: img is a void element"),
-    ("<html><body>x</body></html>", "no <!DOCTYPE html>"),
-    ("<!DOCTYPE html><html><body><img src='nope.png'></body></html>", "'nope.png'>: no such file"),
-    ("<!DOCTYPE html><html><body><a href='fig.pdf'>pdf</a></body></html>", "'fig.pdf'>: no such file"),
-    ("<!DOCTYPE html><html><body><a href='#claims'>x</a></body></html>", "no element with that id"),
-    ("<!DOCTYPE html><html><body><img src=''></body></html>", "<img src> is empty"),
-    ("<!DOCTYPE html><html><body><img src='https://x.org/a.png'></body></html>", "points off the page's folder"),
-    ("<!DOCTYPE html><html><body><p id='a'></p><p id='a'></p></body></html>", "duplicate id 'a'"),
-], ids=["crossed", "unclosed-inner", "unclosed-outer", "stray-end", "void-end", "no-doctype", "missing-img",
-        "missing-link", "missing-anchor", "empty-src", "remote", "duplicate-id"])
-def test_strict_html_check_fails_on_broken_pages(html, error, tmp_path):
-    (tmp_path / "fig.png").write_bytes(b"png")
-    ok = ("<!DOCTYPE html><html><body><h2 id='claims'>c</h2><a href='#claims'>x</a><img src='fig.png'><br/>"
-          "</body></html>")
-    (tmp_path / "ok.html").write_text(ok)
-    strict_html(tmp_path / "ok.html")
-    (tmp_path / "index.html").write_text(html)
-    with pytest.raises(ValueError, match=re.escape(error)):
-        strict_html(tmp_path / "index.html")
-
-
 def test_html_is_strictly_well_formed_and_every_image_is_a_valid_png(built):
     text = (built / "index.html").read_text()
     p = strict_html(built / "index.html")                # balanced tags; every reference exists
@@ -363,43 +263,6 @@ def test_fig8_from_samples_pt_without_run_dirs(study, tmp_path, monkeypatch, cap
     with Image.open(tmp_path / "reports" / "out" / STUDY / "fig8.png") as im:
         im.verify()
     assert "fig8" not in capsys.readouterr().err
-
-
-def test_unknown_or_empty_study_names_the_command_to_run(tmp_path, monkeypatch):
-    from catlab.errors import UserError
-    from reports.build import report
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserError, match=r"catlab (ablate|list studies)"):
-        report("no-such-study")
-    (tmp_path / "studies" / "half").mkdir(parents=True)
-    (tmp_path / "studies" / "half" / "study.json").write_text("{}")
-    with pytest.raises(UserError, match="run `catlab analyze half` first"):
-        report("half")
-
-
-# ---- tables: bold and dagger, pinned on a small summary --------------------------------------------------
-def test_table_marks_pinned():
-    from reports.tables import build_tables
-    summ = pd.DataFrame([
-        ("c=on", "discrepancy_l2", 1, 3, 0.10, 0.01, 0.09, 0.11, "t"),
-        ("c=off", "discrepancy_l2", 1, 3, 0.20, 0.01, 0.19, 0.21, "t"),
-        ("c=on", "direction_l2", 1, 3, 0.30, 0.01, 0.20, 0.40, "t"),
-        ("c=off", "direction_l2", 1, 3, 0.50, 0.01, 0.40, 0.60, "t"),
-        ("c=on", "fid_x", 4, 3, 7.0, 1.0, 6.0, 8.0, "t"),
-        ("c=off", "fid_x", 4, 3, 7.0, 1.0, 5.0, 9.0, "t"),
-        ("c=on", "kid_std_x", 4, 3, 2e-16, 1e-16, 1e-16, 3e-16, "t"),
-        ("c=off", "kid_std_x", 4, 3, 3e-16, 1e-16, 2e-16, 4e-16, "t")],
-        columns=["arm", "metric", "stage", "n", "mean", "std", "ci_low", "ci_high", "method"])
-    tabs = build_tables(summ, ["c=on", "c=off"], {("c=on", "discrepancy_l2", 1)})
-    md = tabs["diagnostics"].markdown().splitlines()
-    assert "| discrepancy (L2) \u2193 | 1 | **0.100 ± 0.010**\u2020 | 0.200 ± 0.010 |" in md
-    assert "| direction (L2) \u2191 | 1 | 0.30 ± 0.10 | **0.50 ± 0.10** |" in md
-    assert "| FID (x) \u2193 | 4 | **7.0 ± 1.0** | **7.0 ± 2.0** |" in tabs["quality"].markdown()   # a tie
-    # a spread (kid_std) has no better side: nothing bold; tiny values in scientific notation
-    assert "| KID (std, x) | 4 | 2.00e-16 ± 1.00e-16 | 3.00e-16 ± 1.00e-16 |" in tabs["quality"].markdown()
-    tex = tabs["diagnostics"].latex()
-    assert "\\textbf{0.100 $\\pm$ 0.010}$^\\dagger$ & 0.200 $\\pm$ 0.010" in tex
-    assert math.isclose(tabs["diagnostics"].rows[0][2]["c=on"].half, 0.01)
 
 
 # ---- the builders that need a grid: fig6, fig7, the lambda sweep, the stage-weight heatmap --------------
