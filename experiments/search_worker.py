@@ -70,7 +70,11 @@ class Plan:
         return {"pruner": make_pruner(self, self.steps)}
 
     def on_stale(self, ml, say):
-        return on_stale(ml, lambda t: t.user_attrs.get("mlflow_run_id"), "its search worker died",
+        def run_id(t):                                    # its own attr is set when the run ends: read run.json
+            run_dir = t.user_attrs.get("run_dir")
+            return t.user_attrs.get("mlflow_run_id") or \
+                (rundir.read_info(Path(run_dir), strict=False).get("mlflow_run_id") if run_dir else None)
+        return on_stale(ml, run_id, "its search worker died",
                         lambda t: say(f"trial {t.number} fail: its worker died; re-queued with the same parameters"),
                         {"trial_state": "FAIL"})
 

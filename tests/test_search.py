@@ -199,3 +199,4 @@ def test_killed_worker_fails_its_trial_and_a_rerun_completes(env):
     _, runs = trial_runs(study)
     assert len(runs) == 1 and runs.iloc[0]["tags.trial"] == "1" and runs.iloc[0]["tags.retry_of"] == "0"
     assert runs.iloc[0]["tags.trial_state"] == "COMPLETE" and runs.iloc[0]["status"] == "FINISHED"
+    assert runs.iloc[0]["tags.reason"] == "its search worker died"               # ended KILLED before the retry
