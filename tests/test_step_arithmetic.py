@@ -28,10 +28,10 @@ def test_foreach_adamw_is_bitwise_the_for_loop_update(workdir, monkeypatch):
     a, b = _weights(fast), _weights(plain)
     for key in ("G", "D", "G_ema"):
         assert state_equal(a[key], b[key]), key
-    for key in ("opt_g", "opt_d"):                       # the moments; param_groups differ in `foreach` only
+    for key in ("opt_g", "opt_d"):                       # the moments; param_groups differ in the kernel flags only
         assert state_equal(a[key]["state"], b[key]["state"]), key
-        assert [{**g, "foreach": None} for g in a[key]["param_groups"]] == \
-            [{**g, "foreach": None} for g in b[key]["param_groups"]]
+        assert [{**g, "foreach": None, "fused": None} for g in a[key]["param_groups"]] == \
+            [{**g, "foreach": None, "fused": None} for g in b[key]["param_groups"]]
 
 
 def _conv_d(layout: str):
