@@ -17,7 +17,6 @@ import argparse
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
@@ -25,7 +24,7 @@ from catlab import distributed
 from catlab.config import load_config
 from catlab.data import Batcher, build_dataset, pyramid
 from catlab.losses import ADVERSARIAL, consistency, get_distance, scale_weights
-from catlab.trainer import build_state, make_phases, update_ema
+from catlab.trainer import autocast_for, build_state, make_phases, update_ema
 
 
 def timed(fn, reps: int) -> float:
@@ -51,9 +50,7 @@ def main(argv=None) -> int:
     data = build_dataset(cfg.data)
     b = Batcher(data, cfg.train.batch, seed=0)
     s = build_state(cfg, data.num_classes, data.channels, b, torch.device("cpu"))
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if cfg.train.precision == "bf16" \
-        else nullcontext                                  # the trainer's: train.precision=bf16 profiles autocast
-    phases = make_phases(cfg, s, autocast)
+    phases = make_phases(cfg, s, autocast_for(cfg, torch.device("cpu")))   # the trainer's (bf16: autocast)
 
     def step():
         s.rng.begin(s.step)

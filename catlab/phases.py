@@ -9,6 +9,7 @@ make_phases asks which loss, regulariser, distance and weights the config names,
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -59,6 +60,13 @@ def build_state(cfg: Config, num_classes: int, channels: int, batcher: Batcher, 
                                  foreach=True)      # bitwise the for-loop's update, in fewer kernels
     rng = rng or distributed.StepRNG(cfg.seed, device=device)
     return State(G, D, G_ema, adamw(G, t.lr_g), adamw(D, t.lr_d), batcher, rng)
+
+
+def autocast_for(cfg: Config, device: torch.device) -> Callable:
+    """The context the phases run their forwards in: bf16 autocast for train.precision=bf16, else nothing."""
+    if cfg.train.precision != "bf16":
+        return nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _update(opt, loss, params, clip: float) -> torch.Tensor:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,8 @@ from catlab.config import Config
 from catlab.data import Batcher, build_dataset, pyramid
 from catlab.errors import RunFailed, UserError
 from catlab.interrupt import Interrupt
-from catlab.phases import State, build_state, make_phases, update_ema  # noqa: F401 -- build_state: bench's name
+from catlab.phases import (State, autocast_for, build_state,  # noqa: F401 -- build_state: bench's name
+                           make_phases, update_ema)
 from catlab.samples import save_stage_grid
 
 
@@ -173,8 +173,7 @@ def _train(cfg: Config, hooks: Hooks, env: distributed.Env, run_dir, parent_run_
     if found:
         state, path = found
         ckpt.unpack(s, state, cfg, path)
-    dtype = torch.bfloat16 if cfg.train.precision == "bf16" else None
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+    autocast = autocast_for(cfg, device)
     ctx = Context(s, cfg, run_dir, evals, autocast)
     saved_before = int(info.get("step") or 0)         # > s.step when resumed from prev.pt
     info.update(meta, config_hash=cfg.hash(), status="RUNNING", reason="", step=s.step, world=env.world)

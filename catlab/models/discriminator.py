@@ -9,8 +9,8 @@
                in scalewise; its locality lets it tell silhouettes apart within a CPU budget
                (docs/cpu-recipe.md). Every scale's CNN starts at width/2 channels and doubles them to width
                at each halving. train.channels_last (the default) runs its convolutions in channels_last.
-    scalewise-conv-lean (tried for speed, not adopted: docs/cpu-recipe.md): the same CNNs with channels set by the resolution
-               (width * 8 / s, at most width: 16 at 32 px, 32 at 16 px, 64 below for width 64), the
+    scalewise-conv-lean (tried for speed, not adopted: docs/cpu-recipe.md): the same CNNs with channels set
+               by the resolution (width * 8 / s, at most width: 16 at 32 px, 32 at 16 px, 64 below for width 64), the
                usual GAN-D schedule. The 32-px CNN, most of D's arithmetic, costs 2.6x less.
     scalewise-conv-capped: scalewise-conv with at most width * 8 / s channels per map: only the 32-px CNN
                changes (16 @ 32 px, 32 @ 16 px), about half of D's arithmetic.
