@@ -72,3 +72,30 @@ def test_channels_last_d_is_in_use_and_equals_contiguous_to_rounding():
     data = build_dataset(cfg.data)
     vit = build_state(cfg, data.num_classes, data.channels, Batcher(data, 8, seed=0), torch.device("cpu")).D
     assert cfg.train.channels_last and all(p.is_contiguous() for p in vit.parameters())
+
+
+def test_bf16_trains_in_bf16_with_fp32_master_weights(workdir):
+    """train.precision=bf16: the forwards of G's linear layers and of D's convolutions run in bf16 during the
+    steps, while every weight, EMA weight and optimiser moment stays fp32 (the master copy AdamW updates);
+    the run finishes (finite losses) and ends with other weights than the same run in fp32."""
+    seen = {"G": set(), "D": set()}
+
+    def watch(step, s):                  # after step 1: record the dtypes that steps 2 and 3 compute in
+        if step != 1:
+            return
+        for net, kind in ((s.G, torch.nn.Linear), (s.D, torch.nn.Conv2d)):
+            name = "G" if net is s.G else "D"
+            for m in net.modules():
+                if isinstance(m, kind):
+                    m.register_forward_hook(lambda mod, inp, out, name=name: seen[name].add(out.dtype))
+    from catlab.trainer import Hooks
+    half = train(load_config(FAST + ["train.steps=3", "run.mlflow=false", "run.root=bf16", "train.precision=bf16"]),
+                 Hooks(step_fn=watch))
+    full = train(load_config(FAST + ["train.steps=3", "run.mlflow=false", "run.root=fp32"]))
+    assert half.status == "FINISHED", half.reason
+    assert seen == {"G": {torch.bfloat16}, "D": {torch.bfloat16}}, seen
+    a = _weights(half)
+    tensors = [*a["G"].values(), *a["D"].values(), *a["G_ema"].values(),
+               *(v for k in ("opt_g", "opt_d") for st in a[k]["state"].values() for v in st.values())]
+    assert all(t.dtype == torch.float32 for t in tensors if t.is_floating_point() and t.dim() > 0)
+    assert not state_equal(a["G"], _weights(full)["G"])
