@@ -16,7 +16,7 @@ caption{caption-side:bottom;text-align:left;font-size:0.85em;color:#555;padding-
 pre,code{background:#f5f5f5;padding:0.1em 0.3em}
 figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}
 .note{color:#8a5a00}
-td.holds{color:#1a7f37}td.contrary{color:#b42318}td.not{color:#6b6b6b}"""
+td.holds{color:#1a7f37}td.contrary{color:#b42318}td.worse{color:#b54708}td.not{color:#6b6b6b}"""
 
 CAPTIONS = {
     "fig4": "The three diagnostics per stage: bars are means over seeds, error bars the 95 % CI, dots the seeds.",

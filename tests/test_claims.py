@@ -1,7 +1,7 @@
 """analysis.claims: verdicts of declared claims on paired differences, checked on hand-made tables.
 
 Pins: the paired difference, its Student-t 95 % CI and both p-values against scipy; holds / contrary /
-not significant for better-claims in both directions; the not-worse margin is the reference arm's seed SD;
+not significant for better-claims in both directions; the not-worse margin is the reference arm's seed SD (and worse-within-the-margin is told apart);
 the rows that hold by definition (rewrite and direction at K-1) are never claimed; families (fid) match
 fid_domain_500 but not its _std; a claim's verdict changes when the data do.
 """
@@ -65,6 +65,9 @@ def test_not_worse_uses_the_reference_seed_spread():
     assert verdicts(much, claim, ["consistency"]).verdict[0] == "contrary"
     noisy = table({("fid_domain_500", 4): ([x + d for x, d in zip(off, [-3, 4, -2, 5, 1])], off)})
     assert verdicts(noisy, claim, ["consistency"]).verdict[0] == "not significant"
+    worse = table({("fid_domain_500", 4): ([x + d for x, d in zip(off, [1.4, 1.5, 1.6, 1.7, 1.3])], off)})
+    r = verdicts(worse, claim, ["consistency"]).iloc[0]                # CI [1.30, 1.70]: above 0, spans 1.58
+    assert 0 < r.ci_low < r.margin < r.ci_high and r.verdict == "worse (within the margin)"
 
 
 def test_stages_families_and_rows_that_hold_by_definition():
