@@ -15,6 +15,7 @@ Expected outcome [paper figs 4, 6]: with consistency, cross-scale discrepancy an
 down at every intermediate stage and refinement-direction alignment goes up; final-stage quality (domain
 FID, shape_acc) is no worse. The claims table printed at the end gives each claim's verdict. Arms are
 paired by seed (same initialisation, data order and evaluation set).
+Measured on cpu (docs/cpu-recipe.md): the alignment claims hold; final domain FID is worse with the loss.
 """
 from experiments import Study
 from experiments.common import CONSISTENCY, anchor, consistency_claims, gamma, lam, lrs, profiles, stage_weights
