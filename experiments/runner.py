@@ -32,20 +32,16 @@ from experiments.worker import init_worker, killed, mlflow_for, open_parent, pre
 
 # ---- MLflow: the study's parent run ----------------------------------------------------------------
 def study_parent(study, profile: str, overrides: list[str], cells: list[Cell], previous: dict):
-    """(MLflow client, parent run id, created?); reuses study.json's parent for the same profile/overrides."""
+    """(MLflow client, parent run id, created?); reuses study.json's parent (study.json sits in the outputs dir
+    of this profile and these overrides, so it names this grid's parent)."""
     ml = mlflow_for(cells[0].cfg)
     if ml is None:
         return None, None, False
-    key = sorted(o for o in overrides if not o.startswith("run."))
     pid = previous.get("parent_run_id")
-    same = previous.get("profile") == profile and \
-        sorted(o for o in previous.get("overrides", []) if not o.startswith("run.")) == key
-    if pid and not same and ml.exists(pid) and ml.status(pid) == "RUNNING":   # a killed grid of another
-        ml.end(pid, "KILLED", "superseded by a run of the study with another profile or overrides")
-    new = open_parent(ml, study.name, pid if same else None, {"study": study.name, "profile": profile, "kind": "study"},
+    new = open_parent(ml, study.name, pid, {"study": study.name, "profile": profile, "kind": "study"},
                       {"study": study.name, "profile": profile, "axes": ",".join(study.axes),
                        "overrides": " ".join(overrides) or "none"})
-    return ml, new, new != pid or not same
+    return ml, new, new != pid
 
 
 def reap_orphans(ml, study: str, pid: str, cells: list[Cell]) -> None:

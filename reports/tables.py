@@ -147,7 +147,7 @@ class ClaimsTable:
                     "Student-t 95 % CI, paired t-test and Wilcoxon p. better-claims hold when the CI excludes 0 in "
                     "the claimed direction; not-worse claims hold when the CI stays within the margin (the seed SD "
                     "of b); contrary when the CI lies wholly on the other side; a not-worse claim whose CI lies above 0 "
-                    "but reaches below the margin is worse (within the margin). Rows that hold by definition "
+                    "but reaches below the margin is worse within the margin. Rows that hold by definition "
                     "(rewrite, direction at stage K-1) are not claims.")
     HEAD = ("claim", "stage", "a", "b", "n", "diff (a - b)", "95 % CI", "p (t)", "p (Wilcoxon)", "margin", "verdict")
 

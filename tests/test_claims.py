@@ -67,7 +67,7 @@ def test_not_worse_uses_the_reference_seed_spread():
     assert verdicts(noisy, claim, ["consistency"]).verdict[0] == "not significant"
     worse = table({("fid_domain_500", 4): ([x + d for x, d in zip(off, [1.4, 1.5, 1.6, 1.7, 1.3])], off)})
     r = verdicts(worse, claim, ["consistency"]).iloc[0]                # CI [1.30, 1.70]: above 0, spans 1.58
-    assert 0 < r.ci_low < r.margin < r.ci_high and r.verdict == "worse (within the margin)"
+    assert 0 < r.ci_low < r.margin < r.ci_high and r.verdict == "worse within the margin"
 
 
 def test_stages_families_and_rows_that_hold_by_definition():
