@@ -54,6 +54,18 @@ def _k(v, _pos):
     return f"{v / 1e6:g}M" if abs(v) >= 1e6 else f"{v / 1e3:g}k" if abs(v) >= 1e3 else f"{v:g}"
 
 
+def by_definition_note(name: str, key: str, last: bool, vals) -> str | None:
+    """What a panel that holds by definition says instead of lines: drift's ratio, correlation and cosine of
+    the final stage with itself (1); rewrite and direction at stage K-1, whose rows the analysis leaves out
+    (analysis.claims.by_definition: x_{k+1} is the final image there)."""
+    if name == "drift" and key != "drift" and last and len(vals) and (vals == 1).all():
+        return "1 by definition\n(the final stage)"
+    if name == "diagnostics_curve" and not len(vals) and key.startswith(("rewrite_", "direction_")):
+        what = "equals discrepancy" if key.startswith("rewrite_") else "is 1"
+        return f"{what} by definition\n(the next stage is the final one)"
+    return None
+
+
 def _grid(sd, df, rows, x, name, title, ylabel, pal):
     """rows x stages panels of lines per arm; df columns arm, seed, x, stage, row key, value."""
     stages = sorted(int(s) for s in df["stage"].dropna().unique())
@@ -62,11 +74,11 @@ def _grid(sd, df, rows, x, name, title, ylabel, pal):
     for r, (key, sub) in enumerate(rows):
         for c, stage in enumerate(stages):
             ax, part = axes[r][c], sub[sub["stage"] == stage]
-            vals = part["value"].dropna()
-            if name == "drift" and key != "drift" and stage == stages[-1] and len(vals) and (vals == 1).all():
-                ax.text(0.5, 0.5, "1 by definition\n(the final stage)", ha="center", va="center",
-                        transform=ax.transAxes, fontsize="small", color="grey")
-                ax.set_yticks([])       # analysis.drift: ratio, correlation and cosine of stage K with itself
+            note = by_definition_note(name, key, stage == stages[-1], part["value"].dropna())
+            if note:
+                ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, fontsize="small",
+                        color="grey")
+                ax.set_yticks([])
                 ax.spines["left"].set_visible(False)
             else:
                 lines(ax, part, x, sd.arms, pal)

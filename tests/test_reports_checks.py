@@ -72,3 +72,32 @@ def test_table_marks_pinned():
     tex = tabs["diagnostics"].latex()
     assert "\\textbf{0.100 $\\pm$ 0.010}$^\\dagger$ & 0.200 $\\pm$ 0.010" in tex
     assert math.isclose(tabs["diagnostics"].rows[0][2]["c=on"].half, 0.01)
+
+
+def test_panels_that_hold_by_definition_say_so():
+    """The diagnostics-over-training figure has no rewrite/direction rows at stage K-1 (they hold by
+    definition): those panels say why instead of standing empty; panels with data draw lines."""
+    from types import SimpleNamespace
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+    from reports.figures_train import _grid, by_definition_note
+    empty, data = pd.Series([], dtype=float), pd.Series([0.5, 0.7])
+    assert by_definition_note("diagnostics_curve", "direction_l2", False, data) is None
+    assert by_definition_note("diagnostics_curve", "discrepancy_l2", True, empty) is None
+    assert by_definition_note("drift", "drift_ratio", True, pd.Series([1.0, 1.0])).startswith("1 by definition")
+    assert by_definition_note("drift", "drift", True, pd.Series([1.0, 1.0])) is None
+    df = pd.DataFrame([{"arm": a, "seed": s, "step": t, "stage": k, "metric": m, "value": 0.1 * s + t / 1e3}
+                       for a in ("on", "off") for s in (0, 1) for t in (100, 200)
+                       for m, stages in (("discrepancy_l2", (1, 2)), ("rewrite_l2", (1,)), ("direction_l2", (1,)))
+                       for k in stages])
+    rows = [(m, df[df["metric"] == m]) for m in ("discrepancy_l2", "rewrite_l2", "direction_l2")]
+    fig = _grid(SimpleNamespace(arms=["on", "off"]), df, rows, "step", "diagnostics_curve", "t", str,
+                {"on": "C0", "off": "C1"})
+    texts = [[t.get_text() for t in ax.texts] for ax in fig.axes]
+    n_lines = [len(ax.lines) for ax in fig.axes]
+    assert n_lines == [2, 2, 2, 0, 2, 0], n_lines           # rows x stages: discrepancy 1-2, rewrite, direction
+    assert texts[3] and texts[3][0].startswith("equals discrepancy by definition"), texts
+    assert texts[5] and texts[5][0].startswith("is 1 by definition"), texts
+    assert not any(texts[i] for i in (0, 1, 2, 4))
