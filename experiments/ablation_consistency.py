@@ -30,7 +30,7 @@ def space(trial) -> dict:
 
 STUDY = Study(
     name="ablation-consistency",
-    summary="consistency loss on vs off (5 seeds, paired by seed)",
+    summary="consistency loss on vs off, paired by seed",
     base={},
     profiles=profiles(cpu=CPU_RECIPE),
     axes={"consistency": CONSISTENCY},
