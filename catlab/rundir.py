@@ -13,8 +13,6 @@ checkpoint is there: the trainer, the grids and the search skip it by this one r
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 from pathlib import Path
 
@@ -109,14 +107,3 @@ def prepare(cfg, run_dir: str | Path | None) -> Path:
     except OSError as e:
         raise UserError(f"--run-dir {run_dir} cannot be written ({e.strerror})") from None
     return run_dir
-
-
-@contextlib.contextmanager
-def held(run_dir):
-    """An exclusive flock on <run_dir>.lock while the block runs: a twin trial or cell (same config, another
-    worker, on a disk whose flock works across machines) waits here, then finds the run finished."""
-    run_dir = Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.with_name(run_dir.name + ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 from catlab import rundir
 from catlab.errors import RunFailed, UserError
-from experiments.storage import Liveness, StorageSpec, budget_lock, open_storage, reap, requeue_stale
+from experiments.storage import FileLock, Liveness, StorageSpec, budget_lock, open_storage, reap, requeue_stale
 
 POLL_S = 2.0        # how often a worker that waits for the trials of others looks at the storage again
 _STOP = None        # in a process of the local grid: the grid's stop event (set when the grid is interrupted)
@@ -169,7 +169,7 @@ def holding(trial, lock, cfg):
     lock.release()
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("config_hash", cfg.hash())
-    with rundir.held(run_dir):
+    with FileLock(run_dir.with_name(run_dir.name + ".lock")):
         yield run_dir
 
 
