@@ -8,8 +8,8 @@ The cpu recipe is the pick of calibration-consistency's sweep under its rule (do
 embedded `layouts` data (whose coarse stages leave layout and colour open, so later stages can rewrite
 them), lambda = 30 (attached anchor, full resolution, no R1/R2) against lambda = 0, 300 steps.
 
-Expected wall time: cpu about 1.5 min per cell on one core; `--workers 2` (what make runs) trains the 10
-cells in about 7-8 min on 2 cores, then the analysis and the report (target: under 10 min in all).
+Expected wall time: cpu 0.5-1 min per cell on one core; `--workers 2` (what make runs) trains the 10
+cells in 2.5-5 min on 2 cores, then the analysis and the report: 3.5-7 min in all (fresh clones, 2026-12).
 gpu roughly 10-20 min per cell.
 Expected outcome [paper figs 4, 6]: with consistency, cross-scale discrepancy and inter-stage rewrite go
 down at every intermediate stage and refinement-direction alignment goes up; final-stage quality (domain
