@@ -60,7 +60,7 @@ def by_definition_note(name: str, key: str, last: bool, vals) -> str | None:
     (analysis.claims.by_definition: x_{k+1} is the final image there)."""
     if name == "drift" and key != "drift" and last and len(vals) and (vals == 1).all():
         return "1 by definition\n(the final stage)"
-    if name == "diagnostics_curve" and not len(vals) and key.startswith(("rewrite_", "direction_")):
+    if name == "diagnostics_curve" and last and not len(vals) and key.startswith(("rewrite_", "direction_")):
         what = "equals discrepancy" if key.startswith("rewrite_") else "is 1"
         return f"{what} by definition\n(the next stage is the final one)"
     return None
@@ -112,7 +112,7 @@ def fig5(sd, out_dir, ctx):
 def diagnostics_curve(sd, out_dir, ctx):
     """Discrepancy, rewrite and direction per intermediate stage at every EMA snapshot, one line per arm
     (mean and 95 % CI over seeds): when an effect appears, and whether it fades. Rows that hold by
-    definition (rewrite and direction at stage K-1) are left out."""
+    definition (rewrite and direction at stage K-1) are left out; their panels say so."""
     from analysis.claims import drop_by_definition
     d = sd.diagnostics_curve
     if d is None or d.empty:

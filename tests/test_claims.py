@@ -1,9 +1,10 @@
 """analysis.claims: verdicts of declared claims on paired differences, checked on hand-made tables.
 
 Pins: the paired difference, its Student-t 95 % CI and both p-values against scipy; holds / contrary /
-not significant for better-claims in both directions; the not-worse margin is the reference arm's seed SD (and worse-within-the-margin is told apart);
-the rows that hold by definition (rewrite and direction at K-1) are never claimed; families (fid) match
-fid_domain_500 but not its _std; a claim's verdict changes when the data do.
+not significant for better-claims in both directions; the not-worse margin is the reference arm's seed SD,
+and a significantly worse arm within it is told apart; the rows that hold by definition (rewrite and
+direction at K-1) are never claimed; families (fid) match fid_domain_500 but not its _std; a claim's
+verdict changes when the data do.
 """
 import math
 

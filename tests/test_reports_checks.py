@@ -86,6 +86,7 @@ def test_panels_that_hold_by_definition_say_so():
     empty, data = pd.Series([], dtype=float), pd.Series([0.5, 0.7])
     assert by_definition_note("diagnostics_curve", "direction_l2", False, data) is None
     assert by_definition_note("diagnostics_curve", "discrepancy_l2", True, empty) is None
+    assert by_definition_note("diagnostics_curve", "rewrite_l2", False, empty) is None   # missing, not K-1
     assert by_definition_note("drift", "drift_ratio", True, pd.Series([1.0, 1.0])).startswith("1 by definition")
     assert by_definition_note("drift", "drift", True, pd.Series([1.0, 1.0])) is None
     df = pd.DataFrame([{"arm": a, "seed": s, "step": t, "stage": k, "metric": m, "value": 0.1 * s + t / 1e3}

@@ -83,8 +83,7 @@ def test_bf16_trains_in_bf16_with_fp32_master_weights(workdir):
     def watch(step, s):                  # after step 1: record the dtypes that steps 2 and 3 compute in
         if step != 1:
             return
-        for net, kind in ((s.G, torch.nn.Linear), (s.D, torch.nn.Conv2d)):
-            name = "G" if net is s.G else "D"
+        for name, net, kind in (("G", s.G, torch.nn.Linear), ("D", s.D, torch.nn.Conv2d)):
             for m in net.modules():
                 if isinstance(m, kind):
                     m.register_forward_hook(lambda mod, inp, out, name=name: seen[name].add(out.dtype))
