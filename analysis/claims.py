@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from catlab.errors import UserError
+from catlab.text import text_table
 
 CONFIDENCE = 0.95
 COLUMNS = ["claim", "metric", "stage", "a", "b", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high",
@@ -149,5 +150,4 @@ def claims_text(rows: pd.DataFrame) -> str:
              f"{_num(r.p_ttest)} / {_num(r.p_wilcoxon)}", str(int(r.n_pairs)),
              r.verdict + (f" (margin {_num(r.margin)})" if isinstance(r.margin, float) and not math.isnan(r.margin)
                           else "")] for r in rows.itertuples()]
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body])
+    return text_table(head, body)

@@ -7,6 +7,7 @@
         metrics.jsonl      one line per logged step (catlab.tracking)
         ckpt/last.pt       every piece of state (catlab.checkpoint); ckpt/prev.pt, the one before
         snapshots/ema_<step>.pt, samples/*.png, analysis/*.json
+    <run.root>/<config hash>-s<seed>.lock  lock_path(run_dir): held while a grid worker or a trial trains it
 
 A run is finished (is_finished) when run.json says FINISHED at train.steps for this config and its last
 checkpoint is there: the trainer, the grids and the search skip it by this one rule.
@@ -30,6 +31,13 @@ MORE_SEED = 20_000    # inputs past EVAL_N (analysis at n > 256) come from seed 
 def path_of(cfg) -> Path:
     """<run.root>/<config hash>-s<seed>."""
     return Path(cfg.run.root) / cfg.run_name()
+
+
+def lock_path(run_dir) -> Path:
+    """<run.root>/<name>.lock: held (catlab's file lock) by the process that trains the run, so that a twin
+    trial or cell of the same config, on a shared disk too, waits for it."""
+    run_dir = Path(run_dir)
+    return run_dir.with_name(run_dir.name + ".lock")
 
 
 def last_checkpoint(run_dir) -> Path:

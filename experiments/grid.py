@@ -17,6 +17,7 @@ from pathlib import Path
 
 from catlab.config import Config, flatten, load_config, parse_overrides
 from catlab.errors import UserError
+from catlab.text import text_table
 from experiments import STUDIES, Study
 
 STUDIES_ROOT = Path("studies")
@@ -136,12 +137,6 @@ def common_changes(cells: list[Cell]) -> dict:
 
 def command(study: str, profile: str, seeds: int, overrides=()) -> str:
     return " ".join(["catlab ablate", study, f"--profile {profile}", f"--seeds {seeds}", *overrides])
-
-
-def text_table(head: list[str], rows: list[list[str]]) -> str:
-    """Aligned columns, two spaces apart."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [head, *rows])
 
 
 def print_grid(study: Study, profile: str, cells: list[Cell], file=None) -> None:

@@ -21,7 +21,8 @@ import math
 import os
 from pathlib import Path
 
-from experiments.grid import STUDIES_ROOT, text_table
+from catlab.text import text_table
+from experiments.grid import STUDIES_ROOT
 
 STAT_COLS = {"metric", "stage", "n", "mean", "std", "ci_low", "ci_high", "method"}
 TEST_COLS = {"axis", "a", "b", "n_pairs", "mean_a", "mean_b", "mean_diff", "sd_diff", "t", "p_ttest", "p_wilcoxon",

@@ -169,7 +169,7 @@ def holding(trial, lock, cfg):
     lock.release()
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("config_hash", cfg.hash())
-    with FileLock(run_dir.with_name(run_dir.name + ".lock")):
+    with FileLock(rundir.lock_path(run_dir)):
         yield run_dir
 
 

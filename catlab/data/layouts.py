@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from catlab.data.base import ImageSet, mix_seed, register
-from catlab.data.shapes import BLOCK, CLASS_NAMES, OUTLINE, SHAPES, TEXTURE_DEPTH, TEXTURES, _hsv_to_rgb
+from catlab.data.shapes import BLOCK, CLASS_NAMES, OUTLINE, SHAPES, TEXTURE_DEPTH, TEXTURES, _hsv_to_rgb, render_set
 
 HUES = torch.tensor([                          # (6, 3) object colours, RGB in [0, 1], shared by all classes
     [230, 40, 40],    # red
@@ -105,13 +105,7 @@ def render(c: int, p: torch.Tensor, resolution: int) -> torch.Tensor:
 
 def make_layouts(n: int, resolution: int = 32, seed: int = 0, chunk: int = 2048) -> ImageSet:
     """n layouts images at `resolution` (uint8), deterministic from `seed`. Rendered class by class."""
-    labels, params = layout_params(n, seed, len(CLASS_NAMES))
-    images = torch.empty(n, 3, resolution, resolution, dtype=torch.uint8)
-    for c in range(len(CLASS_NAMES)):
-        for idx in (labels == c).nonzero()[:, 0].split(chunk):
-            images[idx] = (render(c, params[idx], resolution) * 255).round().clamp(0, 255).to(torch.uint8)
-    return ImageSet(images=images, labels=labels, num_classes=len(CLASS_NAMES), name="layouts",
-                    class_names=list(CLASS_NAMES))
+    return render_set("layouts", render, *layout_params(n, seed, len(CLASS_NAMES)), resolution, chunk)
 
 
 @register("layouts")

@@ -157,15 +157,21 @@ def render(c: int, p: torch.Tensor, resolution: int, colour: int | None = None) 
     return img
 
 
-def make_shapes(n: int, resolution: int = 32, seed: int = 0, chunk: int = 2048) -> ImageSet:
-    """n shapes images at `resolution` (uint8), deterministic from `seed`. Rendered class by class."""
-    labels, params = shape_params(n, seed, len(CLASS_NAMES))
-    images = torch.empty(n, 3, resolution, resolution, dtype=torch.uint8)
+def render_set(name: str, draw, labels: torch.Tensor, params: torch.Tensor, resolution: int,
+               chunk: int = 2048) -> ImageSet:
+    """An ImageSet of uint8 images drawn class by class: draw(c, params of class c, resolution) -> floats in
+    [0, 1] (this module's render, and that of catlab.data.layouts)."""
+    images = torch.empty(len(labels), 3, resolution, resolution, dtype=torch.uint8)
     for c in range(len(CLASS_NAMES)):
         for idx in (labels == c).nonzero()[:, 0].split(chunk):
-            images[idx] = (render(c, params[idx], resolution) * 255).round().clamp(0, 255).to(torch.uint8)
-    return ImageSet(images=images, labels=labels, num_classes=len(CLASS_NAMES), name="shapes",
+            images[idx] = (draw(c, params[idx], resolution) * 255).round().clamp(0, 255).to(torch.uint8)
+    return ImageSet(images=images, labels=labels, num_classes=len(CLASS_NAMES), name=name,
                     class_names=list(CLASS_NAMES))
+
+
+def make_shapes(n: int, resolution: int = 32, seed: int = 0, chunk: int = 2048) -> ImageSet:
+    """n shapes images at `resolution` (uint8), deterministic from `seed`. Rendered class by class."""
+    return render_set("shapes", render, *shape_params(n, seed, len(CLASS_NAMES)), resolution, chunk)
 
 
 @register("shapes")
