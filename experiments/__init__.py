@@ -93,6 +93,7 @@ MODULES = (
     "ablation_discriminator",
     "ablation_model_size",
     "calibration_consistency",
+    "calibration_quality",
 )
 
 for _module in MODULES:

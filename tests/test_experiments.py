@@ -21,7 +21,7 @@ from experiments.runner import ablate
 TINY = FAST + ["train.steps=2", "data.n=64", "train.batch=4"]
 NAMES = ["ablation-consistency", "ablation-scale-weights", "ablation-consistency-stage-weights",
          "ablation-consistency-weight", "ablation-anchor", "ablation-distance", "ablation-discriminator",
-         "ablation-model-size", "calibration-consistency"]
+         "ablation-model-size", "calibration-consistency", "calibration-quality"]
 CELL_COLUMNS = ["cell", "seed", "consistency", "run_dir", "status", "reason", "config_hash", "mlflow_run_id"]
 
 
@@ -44,14 +44,14 @@ def _stub_analysis(monkeypatch, calls):
 
 
 # ---- the registry -----------------------------------------------------------------------------------
-def test_registry_holds_the_nine_studies_and_refuses_duplicates():
+def test_registry_holds_the_ten_studies_and_refuses_duplicates():
     assert list(STUDIES) == NAMES
     with pytest.raises(ValueError, match="already registered"):
         register(STUDIES["ablation-consistency"])
     for name, st in STUDIES.items():
-        calibrated = name in ("calibration-consistency", "ablation-consistency")   # set their own cpu recipe
+        calibrated = name in ("calibration-consistency", "calibration-quality", "ablation-consistency")   # set their own cpu recipe
         assert st.name == name and set(st.profiles) == {"cpu", "gpu"} and st.summary
-        assert st.seeds == (5 if name == "ablation-consistency" else 3)
+        assert st.seeds == (5 if name in ("ablation-consistency", "calibration-quality") else 3)
         assert f"catlab ablate {name}" in st.doc and "wall time" in st.doc and "outcome" in st.doc.lower()
         assert st.profiles["cpu"]["model.size"] == "tiny"
         if not calibrated:
