@@ -18,9 +18,8 @@ paired by seed (same initialisation, data order and evaluation set).
 Measured on cpu (docs/cpu-recipe.md): the alignment claims hold; final domain FID is worse with the loss.
 """
 from experiments import Study
-from experiments.common import CONSISTENCY, anchor, consistency_claims, gamma, lam, lrs, profiles, stage_weights
-
-CPU_RECIPE = {"data.name": "layouts", "train.steps": 300, "loss.consistency.weight": 30.0}
+from experiments.common import (CONSISTENCY, CPU_RECIPE, anchor, consistency_claims, gamma, lam, lrs, profiles,
+                                stage_weights)
 
 
 def space(trial) -> dict:

@@ -11,8 +11,7 @@ discrepancy at every intermediate stage and is not worse in final quality. "Noth
 possible answer.
 """
 from experiments import Claim, Study
-from experiments.ablation_consistency import CPU_RECIPE
-from experiments.common import profiles
+from experiments.common import CPU_RECIPE, lam, profiles, warmup
 
 
 def setting(weight: float, warmup: int = 0) -> dict:
@@ -37,6 +36,11 @@ def claims(s: str) -> tuple:
             Claim("shape_acc", "setting", s, "off", "higher", "not-worse", "final"))
 
 
+def space(trial) -> dict:
+    """A search over what the sweep varies: lambda and its warm-up (catlab search calibration-quality)."""
+    return {**lam(trial), **warmup(trial)}
+
+
 RULE = """
 Selection rule (fixed before the sweep ran). Every setting s in CANDIDATES is paired by seed (0..4) with
 "off"; the verdicts are those the claims table prints (analysis.claims: Student-t 95 % CI of the paired
@@ -58,6 +62,7 @@ STUDY = Study(
     profiles=profiles(cpu=CPU_RECIPE),
     axes={"setting": SETTINGS},
     seeds=5,
+    space=space,
     doc=__doc__ + RULE,
     claims=tuple(c for s in CANDIDATES for c in claims(s)),
 )

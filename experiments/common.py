@@ -27,6 +27,8 @@ def profiles(cpu: dict | None = None, gpu: dict | None = None) -> dict:
 ON: dict = {}                                   # the profile's lambda
 OFF = {"loss.consistency.weight": 0.0}
 CONSISTENCY = {"on": ON, "off": OFF}
+# ablation-consistency's cpu recipe (calibration-consistency's pick; calibration-quality starts from it)
+CPU_RECIPE = {"data.name": "layouts", "train.steps": 300, "loss.consistency.weight": 30.0}
 
 
 def consistency_claims(axis: str = "consistency", on: str = "on", off: str = "off") -> tuple:
@@ -42,6 +44,11 @@ def consistency_claims(axis: str = "consistency", on: str = "on", off: str = "of
 def lam(trial, low: float = 1e-3, high: float = 10.0) -> dict:
     """lambda_cons, log-uniform (the paper's 0.1 sits inside; 0 is the off arm, not a search point)."""
     return {"loss.consistency.weight": trial.suggest_float("loss.consistency.weight", low, high, log=True)}
+
+
+def warmup(trial, high: int = 300) -> dict:
+    """Steps of the linear ramp of lambda from 0 (0: none)."""
+    return {"loss.consistency.warmup": trial.suggest_int("loss.consistency.warmup", 0, high)}
 
 
 def stage_weights(trial) -> dict:
