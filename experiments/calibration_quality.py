@@ -4,8 +4,8 @@ committed before any cell ran). The table and the verdict are in docs/cpu-recipe
 
     catlab ablate calibration-quality --workers 2          # 6 settings x 5 seeds = 30 cells on `layouts`
 
-Expected wall time: 0.5-1 min per cell on one core; the 30 cells take about 15-20 min on 2 cores, then
-the analysis (about 10 s per run) and the report.
+Expected wall time: 0.5-1 min per cell on one core; 9.5 min in all on 2 cores (measured 2026-12-04,
+analysis and report included), up to about 20 min on a slower machine.
 Expected outcome: the claims table, one block per setting against off; whether some setting lowers
 discrepancy at every intermediate stage and is not worse in final quality. "Nothing qualified" is a
 possible answer.
