@@ -28,8 +28,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from catlab.data.base import ImageSet, mix_seed, register
-from catlab.data.shapes import BLOCK, CLASS_NAMES, OUTLINE, SHAPES, TEXTURE_DEPTH, TEXTURES, _hsv_to_rgb, render_set
+from catlab.data.base import ImageSet, register
+from catlab.data.shapes import CLASS_NAMES, SHAPES, TEXTURES, _hsv_to_rgb, block_params, paint, render_set
 
 HUES = torch.tensor([                          # (6, 3) object colours, RGB in [0, 1], shared by all classes
     [230, 40, 40],    # red
@@ -48,13 +48,7 @@ N_PARAMS = 32                                  # uniform draws per sample
 
 
 def layout_params(n: int, seed: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (n,) cycling through the classes and uniform parameters (n, N_PARAMS), blockwise seeded."""
-    blocks = []
-    for b in range((n + BLOCK - 1) // BLOCK):
-        g = torch.Generator().manual_seed(mix_seed(seed, b, 2))          # 2: not the shapes blocks
-        blocks.append(torch.rand(BLOCK, N_PARAMS, generator=g))
-    params = torch.cat(blocks)[:n] if blocks else torch.zeros(0, N_PARAMS)
-    return torch.arange(n) % num_classes, params
+    return block_params(n, seed, num_classes, N_PARAMS, 2)              # stream 2: not the shapes blocks
 
 
 def counts(p: torch.Tensor) -> torch.Tensor:
@@ -97,9 +91,7 @@ def render(c: int, p: torch.Tensor, resolution: int) -> torch.Tensor:
         outline = F.max_pool2d(mask[:, None].float(), 3, stride=1, padding=1)[:, 0].bool() & ~mask
         tex = TEXTURES[c](X, Y, torch.sqrt(dx * dx + dy * dy) / unit).float().expand(n, R, R)
         fg = HUES[(p[:, 11 + j] * len(HUES)).long().clamp(max=len(HUES) - 1)] * (0.8 + 0.2 * p[:, 17 + j:18 + j])
-        shade = 1.0 - TEXTURE_DEPTH * tex[:, None]                      # (n, 1, R, R)
-        img = torch.where(mask[:, None], fg[:, :, None, None] * shade, img)
-        img = torch.where(outline[:, None], torch.full_like(img, OUTLINE), img)
+        img = paint(img, mask, outline, fg, tex)
     return img
 
 

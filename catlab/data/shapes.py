@@ -106,15 +106,29 @@ def _hsv_to_rgb(h, s, v):
     return v[:, None] - v[:, None] * s[:, None] * (torch.minimum(k, 4 - k).clamp(0, 1))
 
 
-def shape_params(n: int, seed: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (n,) cycling through the classes and uniform parameters (n, N_PARAMS), blockwise seeded."""
+def block_params(n: int, seed: int, num_classes: int, n_params: int,
+                 *stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (n,) cycling through the classes and uniform parameters (n, n_params), in blocks of BLOCK
+    samples seeded by (seed, block, *stream), so the first n do not depend on n (`layouts` uses stream 2)."""
     blocks = []
     for b in range((n + BLOCK - 1) // BLOCK):
-        g = torch.Generator().manual_seed(mix_seed(seed, b))
-        blocks.append(torch.rand(BLOCK, N_PARAMS, generator=g))
-    params = torch.cat(blocks)[:n] if blocks else torch.zeros(0, N_PARAMS)
-    labels = torch.arange(n) % num_classes
-    return labels, params
+        g = torch.Generator().manual_seed(mix_seed(seed, b, *stream))
+        blocks.append(torch.rand(BLOCK, n_params, generator=g))
+    params = torch.cat(blocks)[:n] if blocks else torch.zeros(0, n_params)
+    return torch.arange(n) % num_classes, params
+
+
+def shape_params(n: int, seed: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return block_params(n, seed, num_classes, N_PARAMS)
+
+
+def paint(img: torch.Tensor, mask: torch.Tensor, outline: torch.Tensor, fg: torch.Tensor,
+          tex: torch.Tensor) -> torch.Tensor:
+    """img (n, 3, R, R) with the object painted in: fg (n, 3) darkened by the texture tex (n, R, R) inside
+    mask (n, R, R), and the OUTLINE grey on outline (n, R, R)."""
+    shade = 1.0 - TEXTURE_DEPTH * tex[:, None]                          # (n, 1, R, R)
+    img = torch.where(mask[:, None], fg[:, :, None, None] * shade, img)
+    return torch.where(outline[:, None], torch.full_like(img, OUTLINE), img)
 
 
 def render(c: int, p: torch.Tensor, resolution: int, colour: int | None = None) -> torch.Tensor:
@@ -151,10 +165,7 @@ def render(c: int, p: torch.Tensor, resolution: int, colour: int | None = None) 
     t = (dx * torch.cos(angle)[:, None, None] + dy * torch.sin(angle)[:, None, None]) / R + 0.5
     t = t.clamp(0, 1)[:, None]                                          # (n, 1, R, R)
     img = c0[:, :, None, None] * (1 - t) + c1[:, :, None, None] * t     # (n, 3, R, R)
-    shade = 1.0 - TEXTURE_DEPTH * tex[:, None]                          # (n, 1, R, R)
-    img = torch.where(mask[:, None], fg[:, :, None, None] * shade, img)
-    img = torch.where(outline[:, None], torch.full_like(img, OUTLINE), img)
-    return img
+    return paint(img, mask, outline, fg, tex)
 
 
 def render_set(name: str, draw, labels: torch.Tensor, params: torch.Tensor, resolution: int,
