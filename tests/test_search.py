@@ -56,9 +56,10 @@ def trial_runs(study, name: str = NAME):
     return runs[runs["run_id"] == parent], runs[runs["tags.mlflow.parentRunId"] == parent]
 
 
-def check_parallel(study, n: int, err: str) -> None:
-    """n COMPLETE trials, nothing else; one parent run; one nested run per trial, tagged with its number and state."""
-    assert states(study) == ["COMPLETE"] * n
+def check_parallel(study, n: int, out: str, err: str) -> None:
+    """n COMPLETE trials, nothing else; one parent run; one nested run per trial, tagged with its number and state.
+    A failure shows what the workers printed (each trial's line, with the reason of a FAIL)."""
+    assert states(study) == ["COMPLETE"] * n, out + err
     parent, trials = trial_runs(study)
     assert len(parent) == 1 and parent.iloc[0]["tags.kind"] == "search" and parent.iloc[0]["status"] == "FINISHED"
     assert set(trials["tags.kind"]) == {"trial"} and len(trials) == n
@@ -80,7 +81,7 @@ def test_journal_two_workers(env, capfd):
     assert search(STUDY, trials=3, workers=2, overrides=TINY + ["train.steps=2"], **EVAL) == 0
     out, err = capfd.readouterr()
     study = load(f"optuna/{STUDY}.journal")
-    check_parallel(study, 3, err)
+    check_parallel(study, 3, out, err)
     both_workers(study)
     hashes = {t.user_attrs["config_hash"] for t in study.get_trials()}
     assert all((env / t.user_attrs["run_dir"] / "ckpt" / "last.pt").exists() for t in study.get_trials())
@@ -132,8 +133,8 @@ def postgres():
 
 def test_postgres_two_workers(env, postgres, capfd):
     assert search(STUDY, trials=2, workers=2, storage=postgres, overrides=TINY + ["train.steps=2"], **EVAL) == 0
-    _, err = capfd.readouterr()
-    check_parallel(load(postgres), 2, err)
+    out, err = capfd.readouterr()
+    check_parallel(load(postgres), 2, out, err)
     both_workers(load(postgres))
     assert not (env / "optuna").exists()
 
