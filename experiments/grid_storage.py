@@ -1,6 +1,6 @@
-"""A study's grid across machines: `catlab ablate STUDY --storage URL [--workers N]`.
+"""A study's grid as trials of an Optuna study: the GridPlan its workers follow, and the grid as the storage holds it.
 
-    ablate("ablation-consistency", storage="/shared/optuna/abl.journal")   # on every machine; -> 0 or 1
+    catlab ablate STUDY --storage URL [--workers N]      # on every machine; the local grid: a private journal
 
 Every cell of the grid is one trial of an Optuna study with one categorical parameter, `cell` (the cell names),
 kept in a shared storage: a journal file on a disk every machine sees, or PostgreSQL (experiments/storage.py: the
@@ -20,22 +20,20 @@ tracking URI). A failed cell ends FAIL and the grid goes on. A worker with nothi
 cells of other workers (and takes over those of a worker that dies), then every command writes cells.csv and
 study.json from the storage, prints the summary and exits 1 if any cell failed. One of them (the first to see
 the whole grid final, or a command that found nothing to run) runs the analysis and the report, when every
-finished cell's run dir is on its disk, and ends the MLflow parent run. Workers on a journal file need a disk
-whose flock works across machines; the run dirs are locked the same way.
+finished cell's run dir is on its disk, and ends the MLflow parent run (experiments/runner.py). Workers on a
+journal file need a disk whose flock works across machines; the run dirs are locked the same way. The local grid
+runs the cells that are not finished the same way, on a journal in a temp folder that no other command shares.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import sys
 from dataclasses import dataclass
 
 from catlab import rundir
 from catlab.errors import RunFailed, UserError
-from experiments.grid import Cell, build_grid, command, print_grid, study_dir
-from experiments.outputs import finish_grid, print_summary, save_grid
-from experiments.storage import Liveness, StorageSpec, budget_lock, open_storage, reap, resolve, run_workers
-from experiments.worker import holding, mlflow_for, on_stale, preflight, run_cell, shared_parent, threads_for, work
+from experiments.grid import Cell
+from experiments.storage import Liveness, StorageSpec, budget_lock, open_storage, reap
+from experiments.worker import holding, mlflow_for, on_stale
 
 HEARTBEAT_S = 60    # RDB storages: seconds between a trial's heartbeats (stale after 2x)
 STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "RUNNING": "RUNNING", "WAITING": "PENDING"}
@@ -65,14 +63,20 @@ def pending(study, names: list[str]) -> tuple[list[str], bool, bool]:
     return [n for n in names if n not in trials], queued, any(t.state.name == "RUNNING" for t in trials.values())
 
 
+def status_of(t) -> str:
+    """A cell's status from its trial: a FAIL trial whose cell Ctrl-C stopped is KILLED (or PENDING: not started)."""
+    if t.state.name == "FAIL" and t.user_attrs.get("status") in ("KILLED", "PENDING"):
+        return t.user_attrs["status"]
+    return STATUS.get(t.state.name, t.state.name)
+
+
 def cell_results(study, names: list[str]) -> dict:
     """{cell: {status, reason, mlflow_run_id}} for outputs.cell_rows (untried cells: PENDING)."""
     res = {}
     for name, t in cell_trials(study, names).items():
         a = t.user_attrs
         reason = a.get("reason", "") if t.state.name == "COMPLETE" else a.get("reason") or a.get("error", "")
-        res[name] = {"status": STATUS.get(t.state.name, t.state.name), "reason": reason or "",
-                     "mlflow_run_id": a.get("mlflow_run_id")}
+        res[name] = {"status": status_of(t), "reason": reason or "", "mlflow_run_id": a.get("mlflow_run_id")}
     return res
 
 
@@ -94,13 +98,19 @@ class GridPlan:
     name: str                        # the Optuna study
     parent_run_id: str | None = None
     threads: int | None = None       # torch threads of a spawned worker
+    todo: list | None = None         # the names of the cells to run (None: every cell)
+    shared: bool = True              # a storage other commands may share (False: the local grid's private journal)
     heartbeat = HEARTBEAT_S
     deadline = None
     plain = (Exception,)             # what a trial raised is recorded as its message
 
     @property
     def names(self) -> list[str]:
-        return [c.name for c in self.cells]
+        return [c.name for c in self.cells] if self.todo is None else self.todo
+
+    def index(self, name: str) -> str:
+        names = [c.name for c in self.cells]
+        return f"[{names.index(name) + 1}/{len(names)}]" if name in names else ""
 
     @property
     def streak(self) -> int:
@@ -142,9 +152,8 @@ class GridPlan:
             trial.set_user_attr("duplicate_of", twin[0])
             w.lock.release()
             raise optuna.TrialPruned(f"{name} is held by trial {twin[0]}")
-        w.current = (name, trial.number)
-        c, k = self.cells[names.index(name)], names.index(name) + 1
-        tags = {**c.tags(self.profile), "trial": trial.number, "optuna_study": self.name}
+        c = next(c for c in self.cells if c.name == name)
+        tags = {**c.tags(self.profile), **({"trial": trial.number, "optuna_study": self.name} if self.shared else {})}
         with holding(trial, w.lock, c.cfg):
             info = rundir.is_finished(c.run_dir, c.cfg)
             if info:                                        # FINISHED with this config hash: nothing to train
@@ -154,34 +163,34 @@ class GridPlan:
                         and w.ml.exists(res["mlflow_run_id"]):
                     w.ml.set_tags(res["mlflow_run_id"], {"mlflow.parentRunId": self.parent_run_id, **tags})
             else:
-                start = f"[{k}/{len(names)}] start {name} -> {c.run_dir}"
-                res = run_cell(c.cfg, self.parent_run_id, tags, self.threads, w.say(start, False))
+                start = f"{self.index(name)} start {name} -> {c.run_dir}"
+                res = w.run_cell(c.cfg, self.parent_run_id, tags, w.say(start, False))
         for key in ("status", "reason", "step", "mlflow_run_id", "seconds"):
             if res.get(key) is not None:
                 trial.set_user_attr(key, res[key])
+        if res.get("interrupted") and self.shared:     # Ctrl-C: the cell again, for this grid's other workers
+            trial.study.enqueue_trial({"cell": name}, user_attrs={"retry_of": trial.number})
         if res["status"] != "FINISHED":
             raise RunFailed(res.get("reason") or f"the run ended {res['status']}")
         return float(res["seconds"])
 
     def done(self, t, w) -> bool:
         """Say how the trial ended; True when it trained no cell (a twin, or none)."""
-        name, a, names = cell_of(t), t.user_attrs, self.names
-        k = f"[{names.index(name) + 1}/{len(names)}]" if name in names else ""
+        name, a, k = cell_of(t), t.user_attrs, self.index(cell_of(t))
         if "duplicate_of" in a:
             w.say(f"{k} skipped {name}: held by trial {a['duplicate_of']}")
         else:
             reason = a.get("reason") or a.get("error") or ""
-            status = STATUS.get(t.state.name, t.state.name).lower()
-            w.say(f"{k} {status} {name} in {a.get('seconds', 0):.0f}s" + (f" -- {reason}" if reason else ""))
-        return "duplicate_of" in a or name not in names
-
-    def interrupted(self, w) -> None:
-        """Ctrl-C: the trial ended FAIL; queue its cell again, for this grid's other workers."""
-        if w.current:
-            w.study.enqueue_trial({"cell": w.current[0]}, user_attrs={"retry_of": w.current[1]})
+            w.say(f"{k} {status_of(t).lower()} {name} in {fmt_time(a.get('seconds', 0))}"
+                  + (f" -- {reason}" if reason else ""))
+        return "duplicate_of" in a or name not in self.names
 
 
-# ---- the command ----------------------------------------------------------------------------------------------
+def fmt_time(s: float) -> str:
+    return f"{s:.0f}s" if s < 90 else f"{s / 60:.1f}min"
+
+
+# ---- the grid's Optuna study ----------------------------------------------------------------------------------------------
 def optuna_name(study: str, profile: str, cells: list[Cell]) -> str:
     grid = "\n".join(f"{c.name} {c.cfg.hash()}" for c in cells)
     return f"ablate-{study}-{profile}-{hashlib.sha256(grid.encode()).hexdigest()[:8]}"
@@ -219,72 +228,3 @@ def claim_finish(study, plan: GridPlan, again: bool) -> bool:
             return False
         study.set_user_attr("finished_at_trials", mark)
         return True
-
-
-def ablate_shared(st, profile: str, n_seeds: int, workers: int, dry_run: bool, overrides: list,
-                  storage: str) -> int:
-    """`catlab ablate STUDY --storage URL`: pull the grid's cells from a shared Optuna storage (see the top)."""
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    spec = resolve(storage, st.name)
-    cells = build_grid(st, profile, n_seeds, overrides)
-    names, name = [c.name for c in cells], optuna_name(st.name, profile, cells)
-    if dry_run:
-        print_grid(st, profile, cells)
-        print(f"dry run: nothing trained. Cells would be trials of the Optuna study {name} in {spec}")
-        return 0
-    if spec.kind == "sqlite" and workers > 1:
-        print("catlab: warning: sqlite storage locks under parallel workers; use a journal file or PostgreSQL "
-              "with --workers > 1", file=sys.stderr)
-    threads = threads_for(workers)
-    plan = GridPlan([dataclasses.replace(c, cfg=c.cfg.override({"run.progress": False})) for c in cells]
-                    if threads else cells, profile, spec, name, None, threads)   # bars of parallel workers interleave
-    identity = {"study": st.name, "profile": profile, "seeds": n_seeds, "cells": names,
-                "overrides": sorted(o for o in overrides if not o.startswith("run."))}
-    study, retried = open_study(plan, identity)
-    preflight([c.cfg for c in cells])
-    ml = mlflow_for(cells[0].cfg)
-    key = f"mlflow_parent_run_id {ml.uri}" if ml else ""
-    plan.parent_run_id = pid = shared_parent(
-        study, spec, name, ml, key, st.name,
-        {"study": st.name, "profile": profile, "kind": "study", "storage": str(spec), "optuna_study": name},
-        {"study": st.name, "profile": profile, "axes": ",".join(st.axes), "overrides": " ".join(overrides) or "none",
-         "storage": str(spec)})
-    sdir = study_dir(st.name, profile, overrides)
-    cmd = f"{command(st.name, profile, n_seeds, overrides)} --storage {spec}"
-
-    def save() -> list[dict]:
-        return save_grid(sdir, st, cells, cell_results(study, names), {
-            "profile": profile, "overrides": overrides, "command": cmd,
-            "parent_run_id": pid, "tracking_uri": ml.uri if ml else None, "storage": str(spec), "optuna_study": name})
-    rows = save()
-    again = not any(pending(study, names))          # nothing to run: the analysis and the summary, as locally
-    n_done = sum(r["status"] == "FINISHED" for r in rows)
-    print(f"{st.name} (profile {profile}): {len(cells)} cells as trials of {name} in {spec}; {n_done} finished"
-          + (f", {len(retried)} failed before and re-queued" if retried else "")
-          + f"; {workers} worker process(es) here; outputs in {sdir}", flush=True)
-    try:
-        codes = run_workers(work, plan, workers, "grid")
-    except KeyboardInterrupt:
-        save()
-        raise
-    rows = save()
-    final = not any(pending(study, names))
-    failed = [r for r in rows if r["status"] != "FINISHED"]
-    if claim_finish(study, plan, again):
-        missing = [r["cell"] for r in rows if r["status"] == "FINISHED"
-                   and not rundir.last_checkpoint(r["run_dir"]).exists()]
-        if missing:
-            print(f"analysis: skipped here: the run dirs of {', '.join(missing)} are not on this disk; copy "
-                  f"{study_dir(st.name) / 'runs'} here, then: catlab analyze {sdir.name}")
-        finish_grid(st, sdir, profile, rows, ml, pid, analysis=not missing)
-    elif final:
-        print("analysis: left to the command that saw the grid final first")
-    print_summary(st, sdir, rows, ml, pid)
-    print(f"storage: {spec} (Optuna study {name})")
-    if not final or any(codes):
-        print(f"{len(failed)} of {len(rows)} cells did not finish"
-              + (f" (worker exit codes {codes})" if any(codes) else "") + f"; run the same command again: {cmd}")
-    elif failed:
-        print(f"{len(failed)} of {len(rows)} cells did not finish: " + ", ".join(r["cell"] for r in failed))
-    return 1 if failed or not final else 0

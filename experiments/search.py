@@ -33,8 +33,8 @@ from experiments import Study
 from experiments.grid import get_study, one_of, positive_int, study_dir
 from experiments.search_report import write_outputs
 from experiments.search_worker import Plan
-from experiments.storage import budget_lock, counts, open_storage, resolve, run_workers
-from experiments.worker import preflight, shared_parent, threads_for, work
+from experiments.storage import budget_lock, counts, open_storage, resolve
+from experiments.worker import preflight, run_workers, shared_parent, threads_for, work
 
 # The budget of one trial and its evaluation sizes are the profile's (catlab.profiles: search, search_eval).
 OBJECTIVES = {"fid": ("minimize",), "fid+misalignment": ("minimize", "minimize")}

@@ -19,7 +19,7 @@ from pathlib import Path
 from catlab import rundir
 from catlab.errors import RunFailed, UserError
 from experiments.storage import StorageSpec, counts
-from experiments.worker import holding, mlflow_for, on_stale, run_cell
+from experiments.worker import holding, mlflow_for, on_stale
 
 
 @dataclass
@@ -94,12 +94,12 @@ class Plan:
         trial.set_user_attr("number", trial.number)
         with holding(trial, w.lock, cfg) as run_dir:
             try:
-                res = run_cell(cfg, self.parent_run_id, tags, hooks=pruning_hooks(trial, self))
+                res = w.run_cell(cfg, self.parent_run_id, tags, hooks=pruning_hooks(trial, self))
             finally:                                      # (Ctrl-C too)
                 info = rundir.read_info(run_dir)
                 if info.get("mlflow_run_id"):
                     trial.set_user_attr("mlflow_run_id", info["mlflow_run_id"])
-        if res["status"] not in ("FINISHED", "KILLED"):
+        if res["status"] not in ("FINISHED", "KILLED") or res.get("interrupted"):
             raise RunFailed(res["reason"])
         trial.set_user_attr("steps", res["step"])
         if res["status"] == "KILLED":
@@ -125,9 +125,6 @@ class Plan:
         reason = f" -- {t.user_attrs['error']}" if state == "FAIL" and t.user_attrs.get("error") else ""
         w.say(f"trial {t.number} {state.lower()} {vals} in {took} [{params}]{reason}")
         return state == "FAIL"
-
-    def interrupted(self, w) -> None:
-        """Ctrl-C: the trial ended FAIL; a search does not queue it again."""
 
 
 def make_pruner(plan: Plan, steps: int):

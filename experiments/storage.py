@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import multiprocessing
 import os
 import socket
 import uuid
@@ -247,29 +246,3 @@ def counts(study) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False):
         out[t.state.name] += 1
     return out
-
-
-def _entry(work, plan, index: int) -> None:
-    """A spawned worker process: its exit status is work()'s."""
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    raise SystemExit(work(plan, index))
-
-
-def run_workers(work, plan, workers: int, label: str) -> list[int]:
-    """work(plan, 0) in this process when workers == 1; else `workers` spawned processes running work(plan, i),
-    i = 1..workers, named <label>-worker-i. Returns the exit codes. Ctrl-C gives them 30 s to re-queue."""
-    if workers == 1:
-        return [work(plan, 0)]
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_entry, args=(work, plan, i + 1), name=f"{label}-worker-{i + 1}")
-             for i in range(workers)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.join(timeout=30)
-        raise
-    return [p.exitcode for p in procs]

@@ -1,33 +1,40 @@
 """What the local grid, the grid across machines (--storage) and `catlab search` share: the cell runner, the MLflow
-parent run and the worker loop.
+parent run, the worker loop and its processes.
 
     res = run_cell(cfg, parent_run_id, tags)      # one config trained; never raises for a failed run
     res["status"]                                 # FINISHED | FAILED | KILLED | PENDING (the grid was interrupted)
     pid = open_parent(ml, experiment, known, tags, params, remember)
-    code = work(plan, index)                      # one worker on an Optuna storage (GridPlan or SearchPlan)
+    codes = run_workers(work, plan, workers, "grid")   # work(plan, i) in N spawned processes, or here (N = 1)
 
 A FINISHED run with the same config hash is skipped by the trainer (catlab.rundir.is_finished), a partly run one
-resumes from its checkpoint, a failed one comes back FAILED with its reason. In a spawned process of the local
-grid (init_worker) Ctrl-C is the grid's to handle: it sets the stop event, which the trainer checks every step.
+resumes from its checkpoint, a failed one comes back FAILED with its reason, one that Ctrl-C stopped KILLED (with
+"interrupted": its worker stops after it). In a spawned worker process Ctrl-C is the parent's to handle: it sets
+the stop event, which the trainer checks every step (and a terminal's Ctrl-C reaches the trainer's own handler).
 
 A worker on a storage, under the storage's lock: reap the trials of dead workers (FAIL, then plan.on_stale
 re-queues them), ask plan.next_action ("run" a trial, "wait" for the trials of other workers, or an exit code),
 and start one trial (study.optimize(n_trials=1)); plan.run trains it and releases the lock once its trial exists
 (holding). plan.done(t) prints the trial's line and says whether it counts against the worker: plan.streak such
-trials in a row stop it with exit code 1. On Ctrl-C the trial ends FAIL and plan.interrupted may queue it again.
+trials in a row stop it with exit code 1. After a trial that Ctrl-C stopped the worker stops (KeyboardInterrupt in
+this process, exit code 130 in a spawned one).
 """
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
 import os
+import signal
+import sys
 import time
 from contextlib import contextmanager
+from multiprocessing.connection import wait
 
 from catlab import rundir
 from catlab.errors import RunFailed, UserError
 from experiments.storage import FileLock, Liveness, StorageSpec, budget_lock, open_storage, reap, requeue_stale
 
 POLL_S = 2.0        # how often a worker that waits for the trials of others looks at the storage again
-_STOP = None        # in a process of the local grid: the grid's stop event (set when the grid is interrupted)
+_STOP = None        # in a spawned worker process: the parent's stop event (set when it is interrupted)
 
 
 # ---- one cell ---------------------------------------------------------------------------------------------
@@ -36,39 +43,24 @@ def threads_for(workers: int) -> int | None:
     return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
 
 
-def init_worker(stop) -> None:
-    """A worker process of the local grid: Ctrl-C is the parent's to handle (it sets `stop`); the trainer
-    listens to it (Hooks.stop_fn) and to its own SIGINT handler while a cell trains."""
-    import signal
-    global _STOP
-    _STOP = stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def run_cell(cfg, parent_run_id: str | None, tags: dict, threads: int | None = None,
-             start_line: str | None = None, hooks=None) -> dict:
+def run_cell(cfg, parent_run_id: str | None, tags: dict, start_line: str | None = None, hooks=None) -> dict:
     """Train one config (a Config, or its dict); never raises for a failed run: returns {status, reason, step,
-    mlflow_run_id, seconds}."""
-    import torch
+    mlflow_run_id, seconds}, and interrupted=True when Ctrl-C (or the parent's stop event) stopped it."""
     from catlab.config import from_dict
     from catlab.trainer import Hooks, train
-    if threads:
-        torch.set_num_threads(threads)
     if start_line:
         print(start_line, flush=True)
     cfg, t0 = from_dict(cfg) if isinstance(cfg, dict) else cfg, time.time()
     run_dir = rundir.path_of(cfg)
     if _STOP is not None and _STOP.is_set():
-        return {"status": "PENDING", "reason": "not started: the grid was interrupted", "seconds": 0.0}
+        return {"status": "PENDING", "reason": "not started: interrupted", "seconds": 0.0, "interrupted": True}
     if _STOP is not None:
-        hooks = Hooks(stop_fn=_STOP.is_set)
+        hooks = dataclasses.replace(hooks or Hooks(), stop_fn=_STOP.is_set)
     try:
         r = train(cfg, hooks, parent_run_id=parent_run_id, tags=tags)
         out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
-    except KeyboardInterrupt:
-        if _STOP is None:                 # in the grid's own process, or a worker on a storage: it stops here
-            raise
-        out = killed(run_dir)             # a process of the local grid reports its cell KILLED (the trainer wrote why)
+    except KeyboardInterrupt:             # the trainer stopped the run (a checkpoint, KILLED, the reason in run.json)
+        out = {**killed(run_dir), "interrupted": True}
     except (RunFailed, UserError) as e:
         out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
     except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
@@ -183,7 +175,7 @@ class Worker:
             import torch
             torch.set_num_threads(plan.threads)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        self.plan, self.say, self.ml, self.current, self.streak = plan, say_for(index), plan.mlflow(), None, 0
+        self.plan, self.say, self.ml, self.streak, self.stopped = plan, say_for(index), plan.mlflow(), 0, False
         self.stale = plan.on_stale(self.ml, self.say)
         storage = open_storage(plan.storage, plan.heartbeat, self.stale)
         self.study = optuna.load_study(study_name=plan.name, storage=storage, **plan.load_kwargs())
@@ -204,8 +196,13 @@ class Worker:
             trial.set_user_attr("error", text.splitlines()[0][:300])
             raise
 
+    def run_cell(self, cfg, parent_run_id, tags, start_line=None, hooks=None) -> dict:
+        """run_cell, noting a run that Ctrl-C stopped: the worker stops after its trial."""
+        res = run_cell(cfg, parent_run_id, tags, start_line, hooks)
+        self.stopped |= bool(res.get("interrupted"))
+        return res
+
     def done(self, study, t) -> None:
-        self.current = None
         self.streak = self.streak + 1 if self.plan.done(t, self) else 0
 
     def loop(self) -> int:
@@ -214,6 +211,10 @@ class Worker:
         plan = self.plan
         try:
             while plan.deadline is None or time.time() < plan.deadline:
+                if self.stopped or (_STOP is not None and _STOP.is_set()):
+                    if _STOP is None:
+                        raise KeyboardInterrupt
+                    return 130
                 with self.lock:
                     reap(self.study, self.liveness, self.stale)
                     action = plan.next_action(self.study)
@@ -227,13 +228,51 @@ class Worker:
                     self.say(plan.stop_line(self.streak))
                     return 1
             return 0
-        except KeyboardInterrupt:         # the trial ended FAIL
-            plan.interrupted(self)
-            raise
         finally:
             self.liveness.close()
 
 
 def work(plan, index: int = 0) -> int:
-    """The entry point of a worker (in this process, or a spawned one: storage.run_workers)."""
+    """The entry point of a worker (in this process, or a spawned one: run_workers)."""
     return Worker(plan, index).loop()
+
+
+def _entry(work, plan, index: int, stop) -> None:
+    """A spawned worker process: Ctrl-C is its parent's to handle (it sets `stop`); the exit status is work()'s."""
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(work(plan, index))
+
+
+def run_workers(work, plan, workers: int, label: str, poll=None) -> list[int]:
+    """work(plan, 0) in this process when workers == 1; else `workers` spawned processes running work(plan, i),
+    i = 1..workers, named <label>-worker-i, with poll() every POLL_S seconds while they run. Returns the exit codes.
+    Ctrl-C sets the stop event: the running trials stop at the end of their step, no other starts; then
+    KeyboardInterrupt."""
+    if workers == 1:
+        return [work(plan, 0)]
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_entry, args=(work, plan, i + 1, stop), name=f"{label}-worker-{i + 1}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while alive := [p.sentinel for p in procs if p.is_alive()]:
+            wait(alive, timeout=POLL_S)
+            if poll is not None:
+                poll()
+    except KeyboardInterrupt:
+        stop.set()
+        print(f"catlab: interrupted; the {label}'s running cells stop after their step and write a checkpoint "
+              "(Ctrl-C again to stop them at once)", file=sys.stderr, flush=True)
+        while any(p.is_alive() for p in procs):
+            try:
+                for p in procs:
+                    p.join()
+            except KeyboardInterrupt:     # a terminal's Ctrl-C reaches the workers too: they stop at once
+                pass
+        raise
+    return [p.exitcode for p in procs]

@@ -1,4 +1,5 @@
-"""Ctrl-C: SIGINT during `catlab train` and during `catlab ablate --workers 2`.
+"""Ctrl-C: SIGINT during `catlab train`, `catlab ablate --workers 2` (local, or on a storage) and
+`catlab search --workers 2`.
 
 The first SIGINT stops a run at the end of its step: it writes a checkpoint (none was due: ckpt_every is
 larger than the run), marks the run KILLED in run.json and in MLflow with the reason, and the command exits
@@ -184,3 +185,39 @@ def test_ctrl_c_during_catlab_ablate_with_two_workers_exits_130_and_the_same_com
     for c in cells:
         assert sorted(s for n, s in _metrics(workdir / c["run_dir"]) if n == "d_loss") == list(range(1, 61))
         assert _run(client, c["mlflow_run_id"])[0] == "FINISHED"
+
+
+@pytest.mark.parametrize("command", ["ablate", "search"])
+def test_ctrl_c_to_the_parent_of_two_workers_on_a_storage_stops_both_and_exits_130(workdir, command):
+    """`kill -INT` to the command only: its two spawned workers (a grid on a journal, or a search) stop at the
+    end of their step, their cells KILLED with the reason (a grid queues them again for other machines; a search
+    trial ends FAIL), the workers exit and the command exits 130 at once, without a traceback."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    long = ["train.steps=400", "train.ckpt_every=1000", "train.log_every=1", "data.n=64", "run.mlflow=false"]
+    study = "ablation-consistency" if command == "ablate" else "ablation-consistency-weight"
+    argv = [command, study, *(["--seeds", "1"] if command == "ablate" else ["--trials", "2", "--objective", "fid"]),
+            "--workers", "2", "--storage", "grid.journal", *SMALL, *long]
+    proc = _catlab(workdir, *argv)
+    jsonls = lambda: sorted(workdir.glob("studies/*/runs/*/metrics.jsonl"))  # noqa: E731
+    _wait_for(lambda: len(jsonls()) == 2 and all(_lines(p) > 0 for p in jsonls()), proc, "both cells training")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "catlab: interrupted", err[-3000:]
+    trials = optuna.load_study(study_name=None, storage=optuna.storages.JournalStorage(
+        JournalFileBackend(str(workdir / "grid.journal")))).get_trials()
+    stopped = [t for t in trials if t.state.name == "FAIL"]
+    assert len(stopped) == 2 and "RUNNING" not in {t.state.name for t in trials}, trials
+    for t in stopped:
+        info = json.loads((workdir / t.user_attrs["run_dir"] / "run.json").read_text())
+        assert info["status"] == "KILLED" and 0 < info["step"] < 400
+        assert info["reason"] == f"interrupted by the user (Ctrl-C) at step {info['step']}"
+        reason = t.user_attrs["reason"] if command == "ablate" else t.user_attrs["error"]
+        assert reason == info["reason"]
+    queued = [t for t in trials if t.state.name == "WAITING"]
+    if command == "ablate":
+        assert {t.user_attrs["status"] for t in stopped} == {"KILLED"}
+        assert sorted(t.user_attrs["retry_of"] for t in queued) == sorted(t.number for t in stopped)
+    else:
+        assert queued == []
