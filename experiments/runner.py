@@ -80,10 +80,11 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
     known = None if spec else read_study_json(sdir / "study.json").get("parent_run_id")
     before = {} if spec else {c.name: info for c in cells if (info := is_finished(c.run_dir, c.cfg))}
     tmp = None if spec else tempfile.TemporaryDirectory(prefix="catlab-grid-")   # the local grid's private journal
+    todo = cells if spec else [c for c in cells if c.name not in before]
     threads = threads_for(workers)
     plan = GridPlan([dataclasses.replace(c, cfg=c.cfg.override({"run.progress": False})) for c in cells]
                     if threads else cells, profile, spec or resolve(str(Path(tmp.name) / "grid.journal"), st.name),
-                    name, None, threads, None if spec else [c.name for c in cells if c.name not in before],
+                    name, None, threads, None if spec else [c.name for c in todo],
                     shared=spec is not None)                       # bars of parallel workers interleave
     identity = {"study": st.name, "profile": profile, "seeds": n_seeds, "cells": [c.name for c in cells],
                 "overrides": sorted(o for o in overrides if not o.startswith("run."))}
@@ -124,7 +125,6 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
               f"{len(plan.names)} to run; outputs in {sdir}", flush=True)
         if plan.names and threads:
             print(f"{len(plan.names)} cells on {workers} worker processes, {threads} torch thread(s) each", flush=True)
-    todo = [c for c in cells if c.name in plan.names]
     bar = tqdm(total=sum(c.cfg.train.steps for c in todo), unit="step", desc="grid", dynamic_ncols=True,
                disable=not threads or again)
 
