@@ -20,10 +20,10 @@ def setting(weight: float, warmup: int = 0) -> dict:
 
 SETTINGS = {
     "off": setting(0.0),
-    "l30": setting(30.0),                     # today's cpu recipe (ablation-consistency's "on")
+    "l30": setting(30.0),                     # the cpu recipe when this sweep ran (plain lambda = 30)
     "l1": setting(1.0),
     "l0.3": setting(0.3),
-    "l30-warm150": setting(30.0, 150),        # lambda ramps linearly from 0 over the first half
+    "l30-warm150": setting(30.0, 150),        # lambda ramps linearly from 0 over the first half (today's recipe)
     "l30-warm300": setting(30.0, 300),        # ... over the whole run
 }
 CANDIDATES = [s for s in SETTINGS if s != "off"]

@@ -27,8 +27,10 @@ def profiles(cpu: dict | None = None, gpu: dict | None = None) -> dict:
 ON: dict = {}                                   # the profile's lambda
 OFF = {"loss.consistency.weight": 0.0}
 CONSISTENCY = {"on": ON, "off": OFF}
-# ablation-consistency's cpu recipe (calibration-consistency's pick; calibration-quality starts from it)
-CPU_RECIPE = {"data.name": "layouts", "train.steps": 300, "loss.consistency.weight": 30.0}
+# ablation-consistency's cpu recipe: calibration-consistency's pick (lambda = 30), with lambda ramped in over
+# the first 150 steps, adopted by a rule read on new seeds (docs/cpu-recipe.md, 2026-12-04)
+CPU_RECIPE = {"data.name": "layouts", "train.steps": 300, "loss.consistency.weight": 30.0,
+              "loss.consistency.warmup": 150}
 
 
 def consistency_claims(axis: str = "consistency", on: str = "on", off: str = "off") -> tuple:
