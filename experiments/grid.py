@@ -41,11 +41,6 @@ def study_dir(name: str, profile: str | None = None, overrides=()) -> Path:
     return STUDIES_ROOT / (f"{name}@{key}" if key else name)
 
 
-def base_name(target: str) -> str:
-    """The study of an outputs dir name: 'ablation-consistency@1f3a9c2e' -> 'ablation-consistency'."""
-    return target.split("@", 1)[0]
-
-
 def one_of(option: str, value, choices) -> None:
     """A UserError unless value is one of choices: "--profile must be one of cpu, gpu, but got profile='tpu'"."""
     if value not in choices:

@@ -181,13 +181,10 @@ class GridPlan:
             w.say(f"{k} skipped {name}: held by trial {a['duplicate_of']}")
         else:
             reason = a.get("reason") or a.get("error") or ""
-            w.say(f"{k} {status_of(t).lower()} {name} in {fmt_time(a.get('seconds', 0))}"
+            s = a.get("seconds", 0)
+            w.say(f"{k} {status_of(t).lower()} {name} in " + (f"{s:.0f}s" if s < 90 else f"{s / 60:.1f}min")
                   + (f" -- {reason}" if reason else ""))
         return "duplicate_of" in a or name not in self.names
-
-
-def fmt_time(s: float) -> str:
-    return f"{s:.0f}s" if s < 90 else f"{s / 60:.1f}min"
 
 
 # ---- the grid's Optuna study ----------------------------------------------------------------------------------------------

@@ -66,10 +66,6 @@ def read_study_json(path: Path) -> dict:
         return {}
 
 
-def write_study_json(path: Path, info: dict) -> None:
-    atomic_text(path, json.dumps(info, indent=2) + "\n")
-
-
 # ---- the closing summary ----------------------------------------------------------------------------
 def _num(x) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
@@ -185,7 +181,8 @@ def save_grid(sdir: Path, study, cells, results: dict, info: dict) -> list[dict]
     cells' results; returns the rows."""
     rows = cell_rows(cells, results)
     write_cells_csv(sdir / "cells.csv", rows)
-    write_study_json(sdir / "study.json", {"study": study.name, **info, "axes": study.axes, "cells": rows})
+    atomic_text(sdir / "study.json", json.dumps({"study": study.name, **info, "axes": study.axes, "cells": rows},
+                                                indent=2) + "\n")
     return rows
 
 

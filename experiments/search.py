@@ -29,7 +29,7 @@ from pathlib import Path
 from catlab.config import load_config, parse_overrides
 from catlab.errors import UserError
 from catlab.profiles import get_profile
-from experiments import Study
+from experiments import STUDIES, Study
 from experiments.grid import get_study, one_of, positive_int, study_dir
 from experiments.search_report import write_outputs
 from experiments.search_worker import Plan
@@ -96,18 +96,11 @@ def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, p
     short = resolve_extractor(ev["extractor"], cfg.data.name)[0]
     K = cfg.model.stages
     names = [protocol_name("fid", short, ev["n_eval"], K)] + (["discrepancy_l2_mean"] if objective != "fid" else [])
-    plan = Plan(st.name if get_study_or_none(st.name) is st else st, name, objective, trials, below, above,
+    plan = Plan(st.name if STUDIES.get(st.name) is st else st, name, objective, trials, below, above,
                 resolve(storage, st.name), names, protocol_name("fid", short, ev["n_step"], K), t.steps,
                 ev["n_eval"], ev["n_step"], every, ev["extractor"], pruner, int(heartbeat),
                 time.time() + timeout if timeout else None, threads_for(workers))
     return plan, cfg
-
-
-def get_study_or_none(name: str):
-    try:
-        return get_study(name)
-    except UserError:
-        return None
 
 
 def reference_stats(cfg, plan: Plan) -> None:

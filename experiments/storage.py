@@ -63,7 +63,8 @@ def resolve(storage: str | None, study: str) -> StorageSpec:
     except ArgumentError:
         raise UserError(f"--storage must be a journal file path or a database URL like "
                         f"postgresql://user@host/db, but got storage={storage!r}") from None
-    if url.drivername == "postgresql" and not _importable("psycopg") and _importable("psycopg2"):
+    from importlib.util import find_spec
+    if url.drivername == "postgresql" and not find_spec("psycopg") and find_spec("psycopg2"):
         url = url.set(drivername="postgresql+psycopg2")          # SQLAlchemy 2.1 defaults to psycopg 3
         storage = url.render_as_string(hide_password=False)
     if url.get_backend_name() == "sqlite":
@@ -72,11 +73,6 @@ def resolve(storage: str | None, study: str) -> StorageSpec:
                             f"cannot be shared or resumed, but got storage={storage!r}")
         return StorageSpec("sqlite", storage, Path(url.database))
     return StorageSpec("rdb", storage, None)
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-    return importlib.util.find_spec(module) is not None
 
 
 def open_storage(spec: StorageSpec, heartbeat: int = 60, on_stale=None):

@@ -60,7 +60,8 @@ def run_cell(cfg, parent_run_id: str | None, tags: dict, start_line: str | None 
         r = train(cfg, hooks, parent_run_id=parent_run_id, tags=tags)
         out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
     except KeyboardInterrupt:             # the trainer stopped the run (a checkpoint, KILLED, the reason in run.json)
-        out = {**killed(run_dir), "interrupted": True}
+        reason = rundir.read_info(run_dir, strict=False).get("reason") or "interrupted by the user"
+        out = {"status": "KILLED", "reason": reason, "interrupted": True}
     except (RunFailed, UserError) as e:
         out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
     except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
@@ -69,13 +70,6 @@ def run_cell(cfg, parent_run_id: str | None, tags: dict, start_line: str | None 
         info = rundir.read_info(run_dir, strict=False)
         out.update(step=info.get("step", 0), mlflow_run_id=info.get("mlflow_run_id"))
     return {**out, "seconds": time.time() - t0}
-
-
-def killed(run_dir) -> dict:
-    """The result of a cell that Ctrl-C stopped, from its run.json."""
-    info = rundir.read_info(run_dir, strict=False)
-    return {"status": "KILLED", "reason": info.get("reason") or "interrupted by the user",
-            "step": info.get("step", 0), "mlflow_run_id": info.get("mlflow_run_id")}
 
 
 def preflight(cfgs, data: bool = True) -> None:
@@ -130,14 +124,6 @@ def shared_parent(study, spec: StorageSpec, name: str, ml, key: str, experiment:
 
 
 # ---- a worker on a storage ----------------------------------------------------------------------------------
-def say_for(index: int):
-    """print() with the worker's label when there are several: say(msg) prints; say(msg, False) returns it."""
-    def say(msg: str, now: bool = True) -> str:
-        line = f"[worker {index}] {msg}" if index else msg
-        return print(line, flush=True) or line if now else line
-    return say
-
-
 def on_stale(ml, run_id_of, why: str, tell, tags: dict | None = None):
     """The callback for a dead worker's trial: its MLflow run (run_id_of(trial)) ends KILLED with `why` (the
     retry resumes it), tell(trial) says so, and the trial is re-queued."""
@@ -166,8 +152,8 @@ def holding(trial, lock, cfg):
 
 
 class Worker:
-    """One worker of a plan: the Optuna study, the storage's lock, this worker's liveness, MLflow, its print
-    function, and what the plan keeps of the trial it runs (`current`)."""
+    """One worker of a plan: the Optuna study, the storage's lock, this worker's liveness, MLflow, its label
+    (say), and whether Ctrl-C stopped its last cell (`stopped`: the worker stops after that trial)."""
 
     def __init__(self, plan, index: int = 0):
         import optuna
@@ -175,11 +161,16 @@ class Worker:
             import torch
             torch.set_num_threads(plan.threads)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        self.plan, self.say, self.ml, self.streak, self.stopped = plan, say_for(index), plan.mlflow(), 0, False
+        self.plan, self.index, self.ml, self.streak, self.stopped = plan, index, plan.mlflow(), 0, False
         self.stale = plan.on_stale(self.ml, self.say)
         storage = open_storage(plan.storage, plan.heartbeat, self.stale)
         self.study = optuna.load_study(study_name=plan.name, storage=storage, **plan.load_kwargs())
         self.lock, self.liveness = budget_lock(plan.storage, plan.name), Liveness(plan.storage)
+
+    def say(self, msg: str, now: bool = True) -> str:
+        """print() with the worker's label when there are several: say(msg) prints; say(msg, False) returns it."""
+        line = f"[worker {self.index}] {msg}" if self.index else msg
+        return print(line, flush=True) or line if now else line
 
     def objective(self, trial):
         """plan.run(trial, self), with the first line of what it raised kept as the trial's user attr `error`
