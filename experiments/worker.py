@@ -60,15 +60,15 @@ def run_cell(cfg, parent_run_id: str | None, tags: dict, start_line: str | None 
         r = train(cfg, hooks, parent_run_id=parent_run_id, tags=tags)
         out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
     except KeyboardInterrupt:             # the trainer stopped the run (a checkpoint, KILLED, the reason in run.json)
-        reason = rundir.read_info(run_dir, strict=False).get("reason") or "interrupted by the user"
-        out = {"status": "KILLED", "reason": reason, "interrupted": True}
+        out = {"status": "KILLED", "interrupted": True}
     except (RunFailed, UserError) as e:
         out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
     except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
         out = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
-    if "mlflow_run_id" not in out:
+    if "mlflow_run_id" not in out:        # what the run dir recorded (a KILLED run's reason too)
         info = rundir.read_info(run_dir, strict=False)
         out.update(step=info.get("step", 0), mlflow_run_id=info.get("mlflow_run_id"))
+        out.setdefault("reason", info.get("reason") or "interrupted by the user")
     return {**out, "seconds": time.time() - t0}
 
 
