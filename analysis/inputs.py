@@ -90,5 +90,5 @@ def real_pyramid(data_cfg, n: int, sizes: list[int], decoder=None) -> list[torch
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         _REAL[key] = [to_uint8(resample(x, s, data_cfg.resampler)) for s in sizes]
-    atomic_save({"images": _REAL[key], "spec": spec, "n": n}, path)
+    atomic_save({"images": _REAL[key], "spec": spec, "n": n}, path, shared=True)   # workers race to fill it
     return _REAL[key]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,12 @@ class Unreadable(UserError):
         return type(self), (self.path, self.why, self.todo)
 
 
-def atomic_save(obj, path: Path, previous: Path | None = None) -> None:
+def atomic_save(obj, path: Path, previous: Path | None = None, shared: bool = False) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a crash leaves the old file.
+
+    shared: several processes may write this file at once (a cache that grid or search workers fill): each
+    write gets a temp file of its own, so every rename publishes a whole file and the last one wins. Without
+    it the temp name is fixed (<name>.tmp), which two concurrent writers would share.
 
     previous: where the file being replaced goes (ckpt/prev.pt), renamed just before the new one takes its
     place; a crash between the two renames leaves previous and the temp file, and `resume_point` then
@@ -45,7 +50,7 @@ def atomic_save(obj, path: Path, previous: Path | None = None) -> None:
     one left by a killed process is never read (only <name> is) and the next save of <name> overwrites it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp" if shared else f"{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)

@@ -125,6 +125,31 @@ def test_atomic_save_failing_part_way_keeps_the_old_file_and_no_temp(tmp_path, m
     assert safe_load(path)["step"] == 4 and not list(path.parent.glob("*.tmp"))
 
 
+def test_the_shared_real_cache_survives_a_second_worker_writing_it_at_the_same_time(tmp_path, monkeypatch):
+    """Two grid or search workers that analyse their first run at once both build the real subset and both
+    write catlab-real-<key>.pt: each write publishes a whole file (a shared temp name made one fail)."""
+    from analysis import inputs
+    monkeypatch.setenv("CATLAB_CACHE", str(tmp_path))
+    data = load_config(SMALL).data
+    real_save, writers = torch.save, []
+
+    def save_while_another_worker_writes(obj, f, *args, **kwargs):
+        if not writers:                                       # the second worker runs inside the first's write
+            writers.append(2)
+            inputs._REAL.clear()
+            inputs.real_pyramid(data, 8, [4, 8])
+        real_save(obj, f, *args, **kwargs)
+
+    inputs._REAL.clear()
+    monkeypatch.setattr(checkpoint.torch, "save", save_while_another_worker_writes)
+    first = inputs.real_pyramid(data, 8, [4, 8])
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    (path,) = (tmp_path / "fidelity").glob("catlab-real-*.pt")
+    kept = safe_load(path)["images"]
+    assert writers == [2] and not list(path.parent.glob("*.tmp"))
+    assert [torch.equal(a, b) for a, b in zip(first, kept, strict=True)] == [True, True]
+
+
 def test_training_whose_checkpoint_write_fails_keeps_the_previous_one_and_resumes(workdir, monkeypatch):
     cfg = load_config(SMALL + ["train.steps=2", "train.ckpt_every=1"])
     real_save = torch.save
