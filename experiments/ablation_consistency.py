@@ -1,6 +1,6 @@
 """ablation-consistency: CAT with and without the generator-side consistency loss (its central claim).
 
-    catlab ablate ablation-consistency                    # cpu: layouts, tiny model, 2 arms x 5 seeds
+    catlab ablate ablation-consistency                    # cpu: layouts, tiny model, 2 arms x 6 seeds
     catlab ablate ablation-consistency --profile gpu      # CIFAR-10, S model, bf16, 20k steps
     make ablation-consistency                             # the same as the first line
 
@@ -9,8 +9,8 @@ embedded `layouts` data (whose coarse stages leave layout and colour open, so la
 them), lambda = 30 (attached anchor, full resolution, no R1/R2) against lambda = 0, 300 steps; lambda ramps
 in linearly over the first 150 steps (adopted 2026-12-04 by a rule read on ten new seeds).
 
-Expected wall time: cpu 0.5-1 min per cell on one core; `--workers 2` (what make runs) trains the 10
-cells in 2.5-5 min on 2 cores, then the analysis and the report: 3.5-7 min in all (fresh clones, 2026-12).
+Expected wall time: cpu 0.5-1 min per cell on one core; `--workers 2` (what make runs) trains the 12
+cells in 3-6 min on 2 cores, then the analysis and the report: 4-8.5 min in all (2-core machines, 2026-12).
 gpu roughly 10-20 min per cell.
 Expected outcome [paper figs 4, 6]: with consistency, cross-scale discrepancy and inter-stage rewrite go
 down at every intermediate stage and refinement-direction alignment goes up; final-stage quality (domain
@@ -35,7 +35,7 @@ STUDY = Study(
     base={},
     profiles=profiles(cpu=CPU_RECIPE),
     axes={"consistency": CONSISTENCY},
-    seeds=5,
+    seeds=6,                      # by power (docs/cpu-recipe.md, 2026-12-04)
     space=space,
     doc=__doc__,
     claims=consistency_claims(),

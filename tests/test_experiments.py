@@ -51,7 +51,7 @@ def test_registry_holds_the_ten_studies_and_refuses_duplicates():
     for name, st in STUDIES.items():
         calibrated = name in ("calibration-consistency", "calibration-quality", "ablation-consistency")   # set their own cpu recipe
         assert st.name == name and set(st.profiles) == {"cpu", "gpu"} and st.summary
-        assert st.seeds == (5 if name in ("ablation-consistency", "calibration-quality") else 3)
+        assert st.seeds == {"ablation-consistency": 6, "calibration-quality": 5}.get(name, 3)
         assert f"catlab ablate {name}" in st.doc and "wall time" in st.doc and "outcome" in st.doc.lower()
         assert st.profiles["cpu"]["model.size"] == "tiny"
         if not calibrated:
@@ -110,12 +110,12 @@ def test_dry_run_prints_every_cell_and_trains_nothing(workdir, capsys, name):
 def test_dry_run_of_ablation_consistency(workdir, capsys):
     assert ablate("ablation-consistency", dry_run=True, overrides=TINY) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("ablation-consistency (profile cpu): 2 arms x 5 seeds = 10 cells")
+    assert lines[0].startswith("ablation-consistency (profile cpu): 2 arms x 6 seeds = 12 cells")
     assert "train.steps=2" in lines[1] and "data.n=64" in lines[1]       # shared changes, shown once
-    rows = [ln.split() for ln in lines[3:13]]
-    assert [r[0] for r in rows] == [f"consistency={a},seed={s}" for s in range(5) for a in ("on", "off")]
-    assert [r[4] for r in rows] == ["loss.consistency.weight=30", "loss.consistency.weight=0"] * 5  # the profile lambda
-    assert len({r[3] for r in rows}) == 10                                 # ten distinct configs
+    rows = [ln.split() for ln in lines[3:15]]
+    assert [r[0] for r in rows] == [f"consistency={a},seed={s}" for s in range(6) for a in ("on", "off")]
+    assert [r[4] for r in rows] == ["loss.consistency.weight=30", "loss.consistency.weight=0"] * 6  # the profile lambda
+    assert len({r[3] for r in rows}) == 12                                 # twelve distinct configs
 
 
 @pytest.mark.parametrize("argv, needle", [
