@@ -18,7 +18,7 @@ positive is worse for a (w = d when lower is better):
               not significant otherwise.
   not-worse:  holds        the CI of w lies below the margin;
               contrary     the CI of w lies above the margin (worse beyond the seed spread);
-              worse within the margin  the CI of w lies above 0 but reaches below the margin: a is
+              worse, margin undecided  the CI of w lies above 0 but reaches below the margin: a is
                          significantly worse, by an amount the seed spread cannot rule in or out;
               not significant otherwise (the data cannot tell).
 Rows that hold by definition are never claims, tests or table rows: at stage K-1 rewrite equals
@@ -104,7 +104,7 @@ def _row(claim, metric: str, stage: int, xa: np.ndarray, xb: np.ndarray) -> dict
     lo, hi = sorted((sign * row["ci_low"], sign * row["ci_high"]))
     bound = 0.0 if claim.kind == "better" else row["margin"]
     row["verdict"] = "holds" if hi < bound else "contrary" if lo > bound else \
-        "worse within the margin" if lo > 0 else "not significant"
+        "worse, margin undecided" if lo > 0 else "not significant"
     return row
 
 

@@ -147,7 +147,7 @@ class ClaimsTable:
                     "Student-t 95 % CI, paired t-test and Wilcoxon p. better-claims hold when the CI excludes 0 in "
                     "the claimed direction; not-worse claims hold when the CI stays within the margin (the seed SD "
                     "of b); contrary when the CI lies wholly on the other side; a not-worse claim whose CI lies above 0 "
-                    "but reaches below the margin is worse within the margin. Rows that hold by definition "
+                    "but reaches below the margin is worse, margin undecided. Rows that hold by definition "
                     "(rewrite, direction at stage K-1) are not claims.")
     HEAD = ("claim", "stage", "a", "b", "n", "diff (a - b)", "95 % CI", "p (t)", "p (Wilcoxon)", "margin", "verdict")
 
@@ -175,7 +175,7 @@ class ClaimsTable:
     def html(self) -> str:
         head = "".join(f"<th>{_html.escape(h)}</th>" for h in self.HEAD)
         body = "".join("<tr>" + "".join(f"<td>{_html.escape(x)}</td>" for x in v[:-1])
-                       + f"<td class='verdict {_html.escape(v[-1].split()[0])}'><b>{_html.escape(v[-1])}</b></td></tr>\n"
+                       + f"<td class='verdict {_html.escape(v[-1].split()[0].rstrip(','))}'><b>{_html.escape(v[-1])}</b></td></tr>\n"
                        for v in self._lines())
         return (f"<table class='claims'><caption>{_html.escape(self.caption)}</caption>\n<thead><tr>{head}</tr></thead>\n"
                 f"<tbody>\n{body}</tbody></table>\n")

@@ -68,8 +68,26 @@ def test_not_worse_uses_the_reference_seed_spread():
     assert verdicts(noisy, claim, ["consistency"]).verdict[0] == "not significant"
     worse = table({("fid_domain_500", 4): ([x + d for x, d in zip(off, [1.4, 1.5, 1.6, 1.7, 1.3])], off)})
     r = verdicts(worse, claim, ["consistency"]).iloc[0]                # CI [1.30, 1.70]: above 0, spans 1.58
-    assert 0 < r.ci_low < r.margin < r.ci_high and r.verdict == "worse within the margin"
+    assert 0 < r.ci_low < r.margin < r.ci_high and r.verdict == "worse, margin undecided"
 
+
+
+def test_every_not_worse_verdict_gets_its_own_colour_in_the_report():
+    """The report colours a verdict by the CSS class of its first word: each of the four not-worse
+    verdicts must map to a class the report's style sheet defines, and a different one for each."""
+    import re
+    from reports.html import CSS
+    from reports.tables import ClaimsTable
+    off = [10.0, 12.0, 11.0, 9.0, 13.0]
+    claim = [Claim("fid", "consistency", "on", "off", "lower", "not-worse", "final")]
+    cases = {"holds": [0.2] * 5, "contrary": [5 + 0.1 * i for i in range(5)], "not significant": [-3, 4, -2, 5, 1],
+             "worse, margin undecided": [1.4, 1.5, 1.6, 1.7, 1.3]}
+    rows = pd.concat([verdicts(table({("fid_domain_500", 4): ([x + d for x, d in zip(off, ds)], off)}), claim,
+                               ["consistency"]) for ds in cases.values()], ignore_index=True)
+    assert list(rows.verdict) == list(cases)
+    classes = re.findall(r"<td class='verdict ([^']*)'>", ClaimsTable(rows).html())
+    styled = set(re.findall(r"td\.([a-z]+)\{", CSS))
+    assert len(classes) == 4 and len(set(classes)) == 4 and set(classes) <= styled, (classes, styled)
 
 def test_stages_families_and_rows_that_hold_by_definition():
     vals = {(f"{m}_l2", k): (ON_LOW, OFF_HIGH) for m in ("discrepancy", "rewrite", "direction") for k in (1, 2, 3)}
