@@ -7,6 +7,7 @@ direction at K-1) are never claimed; families (fid) match fid_domain_500 but not
 verdict changes when the data do.
 """
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -75,7 +76,6 @@ def test_not_worse_uses_the_reference_seed_spread():
 def test_every_not_worse_verdict_gets_its_own_colour_in_the_report():
     """The report colours a verdict by the CSS class of its first word: each of the four not-worse
     verdicts must map to a class the report's style sheet defines, and a different one for each."""
-    import re
     from reports.html import CSS
     from reports.tables import ClaimsTable
     off = [10.0, 12.0, 11.0, 9.0, 13.0]

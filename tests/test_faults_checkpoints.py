@@ -140,7 +140,7 @@ def test_the_shared_real_cache_survives_a_second_worker_writing_it_at_the_same_t
             inputs.real_pyramid(data, 8, [4, 8])
         real_save(obj, f, *args, **kwargs)
 
-    inputs._REAL.clear()
+    monkeypatch.setattr(inputs, "_REAL", {})                 # the in-process memo: empty here, restored after
     monkeypatch.setattr(checkpoint.torch, "save", save_while_another_worker_writes)
     first = inputs.real_pyramid(data, 8, [4, 8])
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
