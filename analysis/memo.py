@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from catlab.errors import UserError
+from catlab.files import atomic_text
 
 MEMO_VERSION = 2                  # bump when a change in analysis changes results
 
@@ -45,11 +45,8 @@ def memo(run_dir: Path, kind: str, spec: dict, compute, reuse: bool = True) -> p
     df = compute()
     df.attrs.setdefault("info", {})["reused"] = False
     try:
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"spec": spec, "columns": list(df.columns), "rows": df.values.tolist(),
-                                   "info": df.attrs["info"]}, default=str))
-        tmp.replace(path)
+        atomic_text(path, json.dumps({"spec": spec, "columns": list(df.columns), "rows": df.values.tolist(),
+                                      "info": df.attrs["info"]}, default=str), shared=True)
     except OSError:                                          # a read-only run dir: nothing kept, nothing lost
         pass
     return df

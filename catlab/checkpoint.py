@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import random
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 
 from catlab.config import Config, load_config_json
 from catlab.errors import UserError
+from catlab.files import temp_path
 
 LAST, PREVIOUS = "last.pt", "prev.pt"
 
@@ -50,7 +50,7 @@ def atomic_save(obj, path: Path, previous: Path | None = None, shared: bool = Fa
     one left by a killed process is never read (only <name> is) and the next save of <name> overwrites it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp" if shared else f"{path.name}.tmp")
+    tmp = temp_path(path, shared)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from catlab.checks import _choice, _fail, _positive, _unit, parse_weights  # noqa: F401 -- parse_weights: losses'
 from catlab.errors import UserError
+from catlab.files import atomic_text
 
 STAGE_WEIGHT_PRESETS = ("paper", "uniform", "coarse-heavy")
 SCALE_WEIGHT_PRESETS = ("uniform", "coarse-heavy", "fine-heavy", "final-only")
@@ -324,10 +325,7 @@ def load_config(overrides: typing.Iterable[str] | dict = (), base: Config | dict
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_text(path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def load_config_json(path: str | Path) -> Config:

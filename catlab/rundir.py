@@ -22,6 +22,7 @@ import torch
 from catlab.checkpoint import atomic_save, run_config, safe_load
 from catlab.config import save_config
 from catlab.errors import UserError
+from catlab.files import atomic_text
 
 EVAL_N = 256          # the size of eval_set.pt
 EVAL_SEED = 10_000    # eval_set.pt is drawn from seed EVAL_SEED + run seed: a function of the seed only
@@ -58,9 +59,7 @@ def read_info(run_dir, strict: bool = True) -> dict:
 
 def write_info(run_dir, info: dict) -> None:
     """run.json, atomically (a temp file, then rename)."""
-    tmp = Path(run_dir) / "run.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(Path(run_dir) / "run.json")
+    atomic_text(Path(run_dir) / "run.json", json.dumps(info, indent=2) + "\n")
 
 
 def is_finished(run_dir, cfg) -> dict | None:

@@ -21,6 +21,7 @@ import math
 import os
 from pathlib import Path
 
+from catlab.files import atomic_text
 from catlab.text import text_table
 from experiments.grid import STUDIES_ROOT
 
@@ -31,13 +32,6 @@ DIAGNOSTICS = ("discrepancy", "rewrite", "direction")
 
 
 # ---- files --------------------------------------------------------------------------------------
-def atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def cell_rows(cells, results: dict) -> list[dict]:
     """One row per cell; `results` maps a cell name to {status, reason, mlflow_run_id} (absent: PENDING)."""
     rows = []

@@ -17,7 +17,7 @@ import math
 import warnings
 from pathlib import Path
 
-from experiments.outputs import atomic_text
+from catlab.files import atomic_text
 
 IMPORTANCE_MIN = 4          # fANOVA on fewer COMPLETE trials says little; skip the plot with a note
 

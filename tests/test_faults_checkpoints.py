@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catlab import checkpoint
+from catlab import checkpoint, files
 from catlab.checkpoint import atomic_save, safe_load
 from catlab.cli import main
 from catlab.config import load_config
@@ -123,6 +123,25 @@ def test_atomic_save_failing_part_way_keeps_the_old_file_and_no_temp(tmp_path, m
     (path.parent / "last.pt.tmp").write_bytes(b"left by a killed process")
     atomic_save({"step": 4, "w": torch.ones(4)}, path)                   # the next save replaces it
     assert safe_load(path)["step"] == 4 and not list(path.parent.glob("*.tmp"))
+
+
+def test_atomic_text_failing_part_way_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    """run.json, config.json, cells.csv, study.json and the analysis' kept results are all written this way."""
+    path = tmp_path / "run" / "run.json"
+    files.atomic_text(path, '{"step": 1}')
+
+    def half_write(self, text):                                         # half the bytes, then a full disk
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+    for shared in (False, True):
+        with monkeypatch.context() as m:
+            m.setattr(Path, "write_text", half_write)
+            with pytest.raises(OSError, match="No space left"):
+                files.atomic_text(path, '{"step": 2}', shared=shared)
+        assert path.read_text() == '{"step": 1}' and not list(path.parent.glob("*.tmp"))
+    assert files.temp_path(path) == files.temp_path(path)               # fixed: the next write overwrites it
+    assert files.temp_path(path, shared=True) != files.temp_path(path, shared=True)
 
 
 def test_the_shared_real_cache_survives_a_second_worker_writing_it_at_the_same_time(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from catlab.errors import UserError
+from catlab.files import atomic_text
 
 FORMAT, VERSION = "catlab-latents", 1
 MANIFEST, LATENTS, LABELS, PROGRESS = "manifest.json", "latents.npy", "labels.npy", "progress.json"
@@ -153,9 +154,7 @@ def open_store(path: str | Path) -> tuple[dict, np.ndarray, np.ndarray, RowReade
 
 # ---- writing (catlab encode; tests and benchmarks make synthetic stores with it) -------------------------
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 class StoreWriter:
