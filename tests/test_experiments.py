@@ -1,6 +1,7 @@
 """experiments: the study registry and `catlab ablate` (dry run, validation, kill + resume, FAILED cells)."""
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -173,7 +174,9 @@ def test_killed_grid_resumes_only_missing_cells_under_one_parent(workdir, monkey
     script.write_text(WRAPPER)
     argv = [sys.executable, str(script), "ablate", study, *TINY, "--seeds", "3"]
     runs_dir = workdir / "studies" / study / "runs"
-    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (workdir / "tmp").mkdir()                  # the killed grid's private journal stays in the test's folder
+    env = {**os.environ, "TMPDIR": str(workdir / "tmp")}
+    proc = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 300
     while proc.poll() is None and _finished(runs_dir) < 2 and time.time() < deadline:
         time.sleep(0.05)
