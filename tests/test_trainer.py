@@ -164,3 +164,24 @@ def test_width_aware_lr(workdir):
     s = build_state(cfg, data.num_classes, 3, Batcher(data, 8), "cpu")
     assert s.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4 * 768 / s.G.width)
     assert s.opt_d.param_groups[0]["lr"] == pytest.approx(1e-4 * 768 / s.D.width)
+
+
+def test_the_ema_generator_follows_g_with_the_warm_up_then_the_decay(workdir):
+    """After each step k (0-based) the EMA is lerp(EMA, G, 1 - beta_k), beta_k = min(decay, (1 + k) / (10 + k))
+    while k < ema_warmup, then decay: checked against G's weights as the trainer left them after every step."""
+    seen = []
+
+    def step_fn(step, state):
+        seen.append((step, {k: v.clone() for k, v in state.G.state_dict().items()},
+                     {k: v.clone() for k, v in state.G_ema.state_dict().items()}))
+    decay, warmup = 0.9, 2
+    train(load_config(FAST + ["train.steps=4", "run.mlflow=false", f"train.ema={decay}",
+                              f"train.ema_warmup={warmup}"]), Hooks(step_fn=step_fn))
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4]
+    for (_, _, ema_before), (step, g, ema) in zip(seen, seen[1:]):
+        k = step - 1                                          # the step index the update ran at
+        beta = min(decay, (1 + k) / (10 + k)) if k < warmup else decay
+        assert beta == (2 / 11 if k == 1 else decay)
+        for name, value in ema.items():
+            want = torch.lerp(ema_before[name], g[name], 1 - beta) if value.is_floating_point() else g[name]
+            torch.testing.assert_close(value, want, rtol=1e-6, atol=1e-7, msg=name)
