@@ -12,6 +12,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from analysis.claims import by_definition, claims_text, verdicts
@@ -55,6 +57,30 @@ def test_numbers_agree_with_scipy():
 def test_better_claims(better, on, off, verdict):
     t = table({("m", 1): (on, off)})
     assert verdicts(t, [Claim("m", "consistency", "on", "off", better)], ["consistency"]).verdict[0] == verdict
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 0.01), st.floats(-0.004, 0.004)), min_size=3, max_size=8))
+def test_verdicts_are_read_off_scipys_paired_ci_at_any_scale(pairs):
+    """At the scale of the discrepancy (about 1e-3), every verdict is the one scipy's paired-t CI gives:
+    better holds iff the CI's upper end is below 0, contrary iff its lower end is above 0; not-worse the same
+    against the off arm's seed spread."""
+    off = np.array([b for b, _ in pairs])
+    on = off + np.array([d for _, d in pairs])
+    assume(np.std(on - off) > 1e-9)
+    seeds = range(len(pairs))
+    rows = [{"cell": f"consistency={arm},seed={i}", "seed": i, "consistency": arm, "metric": "m", "stage": 1,
+             "value": float(v)} for arm, xs in (("on", on), ("off", off)) for i, v in zip(seeds, xs)]
+    lo, hi = stats.ttest_rel(on, off).confidence_interval(0.95)
+    margin = np.std(off, ddof=1)
+    for kind, bound in (("better", 0.0), ("not-worse", margin)):
+        r = verdicts(pd.DataFrame(rows), [Claim("m", "consistency", "on", "off", "lower", kind)],
+                     ["consistency"]).iloc[0]
+        if min(abs(hi - bound), abs(lo - bound), abs(lo)) < 1e-12:
+            continue                                           # on a boundary: rounding decides
+        want = "holds" if hi < bound else "contrary" if lo > bound else \
+            "worse, margin undecided" if kind == "not-worse" and lo > 0 else "not significant"
+        assert r.verdict == want, (kind, lo, hi, bound)
 
 
 def test_not_worse_uses_the_reference_seed_spread():
