@@ -175,6 +175,57 @@ def test_a_killed_worker_is_replaced_and_its_cell_resumes(workdir):
     assert metrics.count('"name": "d_loss"') == 3                 # steps 2, 4, 6 logged once each
     assert {r["status"] for r in cells_csv(workdir, overrides=over).values()} == {"FINISHED"}
 
+# A worker that dies in its cell's 4th step (after the checkpoint of step 2), once the file `go` exists.
+DOOMED = textwrap.dedent("""
+    import os, pathlib, signal, time
+    import catlab.trainer as trainer
+    update = trainer.update_ema
+    def update_then_die(ema, net, step, *args):
+        update(ema, net, step, *args)
+        if step == 3:
+            while not pathlib.Path("go").exists():
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGKILL)
+    trainer.update_ema = update_then_die
+""") + WRAPPER
+
+
+def test_a_running_worker_takes_over_the_cell_of_a_worker_that_dies_beside_it(workdir):
+    """Not a restart: the survivor, in its loop, finds the dead worker's trial, re-queues it and resumes the cell."""
+    (workdir / "ablate.py").write_text(WRAPPER)
+    (workdir / "doomed.py").write_text(DOOMED)
+    over = FAST + ["train.steps=6", "train.ckpt_every=2", "data.n=64", "train.batch=4", "run.mlflow=false"]
+    journal = workdir / "grid.journal"
+    argv = [STUDY, "--seeds", "1", *over, "--storage", str(journal)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    doomed = subprocess.Popen([sys.executable, "doomed.py", "ablate", *argv], cwd=workdir, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_for(pattern: str, n: int) -> list:
+        deadline = time.time() + 150
+        while len(found := list(workdir.glob(pattern))) < n and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(found) >= n, f"no {pattern}"
+        return found
+    first = wait_for("studies/*/runs/*/ckpt/last.pt", 1)[0].parent.parent     # the doomed worker's cell, step 2
+    survivor = worker(workdir, *argv)
+    try:
+        wait_for("studies/*/runs/*/config.json", 2)                           # the survivor trains its own cell
+        (workdir / "go").touch()
+        assert doomed.wait(timeout=60) == -signal.SIGKILL, doomed.communicate()[0][-3000:]
+        log = survivor.communicate(timeout=120)[0]
+    finally:
+        for proc in (doomed, survivor):
+            if proc.poll() is None:
+                proc.kill()
+    assert survivor.returncode == 0, log[-3000:]
+    assert f"trial 0 ({NAMES[0]}) fail: its worker died; re-queued" in log, log[-3000:]
+    trials = load(journal, seeds=1, overrides=over).get_trials()
+    assert [(t.state.name, t.params["cell"]) for t in trials] == \
+        [("FAIL", NAMES[0]), ("COMPLETE", NAMES[1]), ("COMPLETE", NAMES[0])]
+    assert trials[2].user_attrs["run_dir"] == str(first.relative_to(workdir))
+    assert (first / "metrics.jsonl").read_text().count('"name": "d_loss"') == 3   # steps 2, 4, 6: resumed at 2
+
 
 @pytest.mark.parametrize("storage, needle", [
     ("sqlite://", "--storage must be a file for sqlite"),
