@@ -1,6 +1,7 @@
 """The step's speed-ups and their arithmetic: where the arithmetic is unchanged (AdamW foreach), the weights
 after N steps are bitwise those of the plain for-loop update; where it changes (the conv D in channels_last),
 D's logits and gradients equal the contiguous D's up to float rounding, and the faster layout is in use."""
+import pytest
 import torch
 
 from catlab.checkpoint import safe_load
@@ -98,3 +99,32 @@ def test_bf16_trains_in_bf16_with_fp32_master_weights(workdir):
                *(v for k in ("opt_g", "opt_d") for st in a[k]["state"].values() for v in st.values())]
     assert all(t.dtype == torch.float32 for t in tensors if t.is_floating_point() and t.dim() > 0)
     assert not state_equal(a["G"], _weights(full)["G"])
+
+
+def _one_step(overrides: list[str]):
+    """One step of the phases the trainer runs (D, then G) on a real batch; returns (stats, state)."""
+    from contextlib import nullcontext
+
+    from catlab.data import pyramid
+    from catlab.phases import make_phases
+    cfg = load_config(FAST + ["run.mlflow=false", *overrides])
+    data = build_dataset(cfg.data)
+    s = build_state(cfg, data.num_classes, data.channels, Batcher(data, 8, seed=0), torch.device("cpu"))
+    real, y = next(s.batcher)
+    real, stats = pyramid(real, s.G.scales, cfg.data.resampler), {}
+    for phase in make_phases(cfg, s, nullcontext):
+        stats.update(phase.fn(0, real, y))
+    return stats, s
+
+
+def test_both_players_losses_are_the_scale_weighted_sums_and_final_only_leaves_the_coarse_cnns_untouched():
+    from catlab.losses import scale_weights
+    stats, _ = _one_step(["loss.scale_weights=1,2,3,4"])
+    w = scale_weights("1,2,3,4", 4)
+    for total, part in (("d_loss", "d_loss_s"), ("g_loss", "g_adv_s")):
+        want = sum(float(w[i]) * float(stats[f"{part}{i + 1}"]) for i in range(4))
+        assert float(stats[total]) == pytest.approx(want, rel=1e-6), total
+    _, s = _one_step(["loss.scale_weights=final-only", "loss.reg.kind=none"])   # the conv D: a CNN per scale
+    for net in s.D.nets[:-1]:
+        assert all(p.grad is None or not p.grad.any() for p in net.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in s.D.nets[-1].parameters())
