@@ -186,3 +186,21 @@ def test_evaluate_study_writes_tables(run, tmp_path):
     assert set(curve["step"]) == {1, 2} and set(curve["images_seen"]) == {8, 16}
     logged = MLflow().client.get_run(parent).data.metrics
     assert f"consistency-on/fid_domain_{N}_s4" in logged
+
+
+def test_a_layouts_run_is_scored_by_the_layouts_classifier(tmp_path, monkeypatch):
+    """shape_acc of the main study's data: the per-run table and the curve over training score each stage with
+    the `layouts` classifier (data="layouts"), on the same samples."""
+    from analysis.trajectory import run_trajectory
+    from catlab.checkpoint import snapshots
+    monkeypatch.chdir(tmp_path)
+    result = train(load_config(TINY + ["data.name=layouts", "data.n=64", "run.mlflow=false"]))
+    df = run_eval.evaluate_run(result.run_dir, n=N, metrics=("shape",), distances=("l2",), log=False, reuse=False)
+    G, cfg = load_generator(result.run_dir)
+    z, y = fixed_inputs(result.run_dir, N, cfg.seed, G.z_dim, G.num_classes)
+    expected = [shape_accuracy(x, y, data="layouts") for x in inputs.generate(G, z, y)]
+    assert expected != [shape_accuracy(x, y, data="shapes") for x in inputs.generate(G, z, y)]  # they differ here
+    assert df[df["metric"] == "shape_acc"].sort_values("stage")["value"].tolist() == expected
+    curve = run_trajectory(result.run_dir, parts=("curve",), n=N, metrics=(), reuse=False)["curve"]
+    last = curve[(curve["metric"] == "shape_acc") & (curve["step"] == curve["step"].max())]
+    assert last.sort_values("stage")["value"].tolist() == expected

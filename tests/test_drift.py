@@ -126,3 +126,25 @@ def test_study_drift_writes_drift_csv(run, tmp_path):
     df = pd.read_csv(study / "drift.csv")
     assert list(df.columns) == ["cell", "seed", "consistency", *Dr.COLUMNS["drift"]]
     assert len(df) == 2 * 2 * K and set(df["consistency"]) == {"on", "off"}
+
+
+def test_co_movement_resamples_with_the_runs_resampler(tmp_path):
+    """move_cos compares stage k's move with the final stage's move brought to s_k by the run's
+    data.resampler: with bilinear it is that direct computation, and it differs from area's."""
+    import torch.nn.functional as F
+    from catlab.data import resample
+    run = make_run(tmp_path)
+    cfg = load_config(["data.resolution=16", "run.mlflow=false", "data.resampler=bilinear"])
+    save_config(cfg, run / "config.json")
+    df = Dr.run_drift(run, n=32).set_index(["step", "stage"])
+    z, y = fixed_inputs(run, 32, 0, 64, 10)
+    outs = {s: generate(load_generator(run, snapshot=run / "snapshots" / f"ema_{s:06d}.pt")[0], z, y) for s in STEPS}
+    for prev, step in zip(STEPS, STEPS[1:]):
+        final = outs[step][-1] - outs[prev][-1]
+        for k in range(K - 1):
+            move = (outs[step][k] - outs[prev][k]).flatten(1).double()
+            size = outs[step][k].shape[-1]
+            want = {m: float(F.cosine_similarity(move, resample(final, size, m).flatten(1).double()).mean())
+                    for m in ("bilinear", "area")}
+            assert df.loc[(step, k + 1), "move_cos"] == pytest.approx(want["bilinear"], rel=1e-6, abs=1e-9)
+            assert abs(want["bilinear"] - want["area"]) > 1e-6
