@@ -86,6 +86,9 @@ def test_fixed_inputs_extend_the_eval_set_deterministically(run):
     z3, _ = fixed_inputs(run, 300, 1, ev["z"].shape[1], 10)
     assert torch.equal(z, z2) and not torch.equal(z[256:], z3[256:])
     assert y[256:].tolist() == [i % 10 for i in range(256, 300)]
+    from catlab.rundir import draw_eval_set
+    a, b = draw_eval_set(0, 8, 10), draw_eval_set(1, 8, 10)    # a function of the seed: paired arms share it
+    assert torch.equal(a["z"], draw_eval_set(0, 8, 10)["z"]) and not torch.equal(a["z"], b["z"])
 
 
 def test_evaluate_run_names_values_cache_and_mlflow(run, monkeypatch):

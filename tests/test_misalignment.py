@@ -143,3 +143,23 @@ def test_metrics_frame():
     row = df[(df.metric == "rewrite") & (df.stage == 1)]
     assert row["value"].item() == 0.4
     assert isinstance(df, pd.DataFrame)
+
+
+@pytest.mark.parametrize("resampler", ["area", "bilinear"])
+def test_every_diagnostic_resamples_with_the_chosen_operator(resampler):
+    """discrepancy, rewrite and direction against a direct computation: R_{s_k} of the final and of the next
+    stage both use `resampler` (bilinear: antialiased F.interpolate, as the pyramid's; area: average pooling)."""
+    torch.manual_seed(3)
+    stages = [torch.randn(5, 3, s, s) for s in (2, 4, 8, 16)]
+
+    def R(x, s):
+        return F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True) \
+            if resampler == "bilinear" else F.avg_pool2d(x, x.shape[-1] // s)
+    res = cross_scale_metrics(stages, "l2", resampler=resampler)
+    for k in range(3):
+        x, s = stages[k], stages[k].shape[-1]
+        target, nxt = R(stages[-1], s), R(stages[k + 1], s)
+        cos = F.cosine_similarity((nxt - x).flatten(1).double(), (target - x).flatten(1).double())
+        assert res["discrepancy"][k] == pytest.approx(float((x - target).pow(2).mean()), rel=1e-5)
+        assert res["rewrite"][k] == pytest.approx(float((x - nxt).pow(2).mean()), rel=1e-5)
+        assert res["direction"][k] == pytest.approx(float(cos.mean()), rel=1e-5)
