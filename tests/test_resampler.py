@@ -3,7 +3,8 @@ loss and the diagnostics all use catlab.data.pyramid.resample (area, or antialia
 
 Pins, for area and bilinear: G's scaled stage k is resample(full_k, s_k); the trainer's real pyramid is
 resample(x, s_k); the consistency loss (own-scale) measures d(x_k, resample(x_K, s_k)); the discrepancy
-diagnostic is the same distance. The two modes give different images, so a hard-wired operator fails.
+diagnostic is the same distance; the trainer hands data.resampler to its pyramid, its loss and G. The two modes
+give different images, so a hard-wired operator fails.
 """
 import pytest
 import torch
@@ -54,3 +55,28 @@ def test_the_modes_differ_and_bilinear_is_antialiased(inputs):
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
         assert not torch.equal(a(inputs[0], inputs[1])[0], b(inputs[0], inputs[1])[0])
+
+
+def test_the_trainer_hands_data_resampler_to_each_of_them(workdir, monkeypatch):
+    """One step with data.resampler=bilinear: the real pyramid the phases get, the consistency loss and G
+    (and its EMA) all run with bilinear."""
+    import catlab.phases
+    import catlab.trainer
+    from catlab.config import load_config
+    from catlab.trainer import Hooks, train
+    from conftest import FAST
+    seen = {"pyramid": [], "consistency": [], "G": []}
+    real_pyramid, real_consistency = catlab.trainer.pyramid, catlab.phases.consistency
+
+    def pyramid_spy(x, sizes, mode="area"):
+        seen["pyramid"].append(mode)
+        return real_pyramid(x, sizes, mode)
+
+    def consistency_spy(full, scaled, cfg, step, distance=None, resampler="area"):
+        seen["consistency"].append(resampler)
+        return real_consistency(full, scaled, cfg, step, distance, resampler)
+    monkeypatch.setattr(catlab.trainer, "pyramid", pyramid_spy)
+    monkeypatch.setattr(catlab.phases, "consistency", consistency_spy)
+    train(load_config(FAST + ["train.steps=1", "run.mlflow=false", "data.resampler=bilinear"]),
+          Hooks(step_fn=lambda step, s: seen["G"].extend([s.G.resampler, s.G_ema.resampler])))
+    assert seen == {"pyramid": ["bilinear"], "consistency": ["bilinear"], "G": ["bilinear", "bilinear"]}
