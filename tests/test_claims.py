@@ -138,3 +138,14 @@ def test_one_seed_is_not_a_test():
     t = table({("m", 1): ([1.0], [2.0])})
     r = verdicts(t, [Claim("m", "consistency", "on", "off")], ["consistency"]).iloc[0]
     assert r.n_pairs == 1 and math.isnan(r.ci_low) and r.verdict.startswith("not significant")
+
+
+def test_a_seed_missing_from_one_arm_is_left_out_of_the_pairs():
+    """A cell that failed leaves its seed in one arm only: the claim pairs the seeds both arms have."""
+    t = table({("discrepancy_l2", 1): (ON_LOW, OFF_HIGH)})
+    t = t[~((t["consistency"] == "on") & (t["seed"] == 2))]
+    r = verdicts(t, [Claim("discrepancy_l2", "consistency", "on", "off")], ["consistency"]).iloc[0]
+    keep = [0, 1, 3, 4]
+    d = np.array(ON_LOW)[keep] - np.array(OFF_HIGH)[keep]
+    assert r.n_pairs == 4 and r["diff"] == pytest.approx(d.mean())
+    assert r.p_ttest == pytest.approx(stats.ttest_rel(np.array(ON_LOW)[keep], np.array(OFF_HIGH)[keep]).pvalue)
