@@ -201,3 +201,31 @@ def test_killed_worker_fails_its_trial_and_a_rerun_completes(env):
     assert len(runs) == 1 and runs.iloc[0]["tags.trial"] == "1" and runs.iloc[0]["tags.retry_of"] == "0"
     assert runs.iloc[0]["tags.trial_state"] == "COMPLETE" and runs.iloc[0]["status"] == "FINISHED"
     assert runs.iloc[0]["tags.reason"] == "its search worker died"               # ended KILLED before the retry
+
+
+def _should_prune(pruner, finished: int, step: int) -> bool:
+    """A fresh trial that reports a value worse than `finished` COMPLETE trials at `step`: pruned?"""
+    study = optuna.create_study(pruner=pruner)
+    for _ in range(finished):
+        t = study.ask()
+        for s in range(0, 101, 10):
+            t.report(1.0, s)
+        study.tell(t, 1.0)
+    t = study.ask()
+    t.report(9.0, step)
+    return t.should_prune()
+
+
+def test_the_default_pruners_are_the_documented_ones():
+    """median: 3 startup trials, then a warm-up of half the steps; hyperband: Optuna's; none and two
+    objectives: never."""
+    from types import SimpleNamespace
+
+    from experiments.search_worker import make_pruner
+    plan = lambda pruner, multi=False: SimpleNamespace(pruner=pruner, multi=multi, every=10)  # noqa: E731
+    median = make_pruner(plan("median"), 100)
+    assert not _should_prune(median, 2, 60)                       # fewer than 3 COMPLETE trials
+    assert not _should_prune(median, 3, 40) and _should_prune(median, 3, 60)   # warm-up: steps // 2
+    assert isinstance(make_pruner(plan("hyperband"), 100), optuna.pruners.HyperbandPruner)
+    for p in (make_pruner(plan("none"), 100), make_pruner(plan("median", multi=True), 100)):
+        assert not _should_prune(p, 3, 60)
