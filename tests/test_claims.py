@@ -149,3 +149,35 @@ def test_a_seed_missing_from_one_arm_is_left_out_of_the_pairs():
     d = np.array(ON_LOW)[keep] - np.array(OFF_HIGH)[keep]
     assert r.n_pairs == 4 and r["diff"] == pytest.approx(d.mean())
     assert r.p_ttest == pytest.approx(stats.ttest_rel(np.array(ON_LOW)[keep], np.array(OFF_HIGH)[keep]).pvalue)
+
+
+def test_the_reports_claims_table_shows_each_field_of_claims_csv_in_its_column():
+    """Markdown, LaTeX and HTML of reports.tables.ClaimsTable, and the text table the grid prints: every row
+    shows claims.csv's fields under their headers (a and b, the two p-values, ... not swapped)."""
+    from reports.tables import ClaimsTable
+    on, off = [1.0, 1.3, 0.9, 1.6, 1.0], [2.0, 2.3, 1.8, 2.1, 2.4]
+    t = table({("discrepancy_l2", 1): (on, off), ("fid_domain_500", 4): (off, on)})
+    claims = [Claim("discrepancy_l2", "consistency", "on", "off"),
+              Claim("fid", "consistency", "on", "off", "lower", "not-worse", "final")]
+    df = verdicts(t, claims, ["consistency"])
+    assert df.p_ttest.iloc[0] != pytest.approx(df.p_wilcoxon.iloc[0])
+    tab = ClaimsTable(df)
+    lines = tab.markdown().splitlines()[4:]
+    g = lambda x: "--" if pd.isna(x) else f"{x:.3g}"  # noqa: E731
+    for line, r in zip(lines, df.itertuples(), strict=True):
+        cells = dict(zip(ClaimsTable.HEAD, [c.strip() for c in line.strip("|").split("|")]))
+        assert cells == {"claim": r.claim, "stage": str(r.stage), "a": "on", "b": "off", "n": "5",
+                         "diff (a - b)": g(r.diff), "95 % CI": f"[{g(r.ci_low)}, {g(r.ci_high)}]",
+                         "p (t)": g(r.p_ttest), "p (Wilcoxon)": g(r.p_wilcoxon), "margin": g(r.margin),
+                         "verdict": f"**{r.verdict}**"}
+    html = tab.html()
+    for r in df.itertuples():
+        assert f"<td>on</td><td>off</td><td>5</td><td>{g(r.diff)}</td>" in html
+        assert f"<td>{g(r.p_ttest)}</td><td>{g(r.p_wilcoxon)}</td><td>{g(r.margin)}</td>" in html
+    assert tab.latex().count(" & on & off & 5 & ") == 2
+    text = claims_text(df).splitlines()[1:]                        # what `catlab ablate` prints
+    for line, r in zip(text, df.itertuples(), strict=True):
+        assert line.startswith(r.claim) and f" s{r.stage} " in line and line.rstrip().endswith(
+            r.verdict + (f" (margin {g(r.margin)})" if not pd.isna(r.margin) else ""))
+        assert f" {g(r.diff)} " in line and f" [{g(r.ci_low)}, {g(r.ci_high)}] " in line
+        assert f" {g(r.p_ttest)} / {g(r.p_wilcoxon)} " in line and " 5 " in line
