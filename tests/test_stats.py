@@ -40,6 +40,19 @@ def test_summarize_auto_picks_method_and_is_reproducible():
     assert d["mean"] == 9.0 and math.isnan(d["std"]) and math.isnan(d["ci_low"]) and math.isnan(d["ci_high"])
 
 
+
+def test_summarize_bootstrap_is_bca_and_nan_values_are_dropped():
+    """On a skewed sample BCa and the percentile interval differ: summarize gives scipy's BCa; a NaN value
+    (a cell whose metric could not be computed) is left out, not counted."""
+    x = [1.0, 1.1, 1.2, 1.3, 9.0]
+    df = pd.DataFrame({"value": x + [math.nan]})
+    row = summarize(df).iloc[0]
+    res = {m: stats.bootstrap((x,), np.mean, method=m, rng=np.random.default_rng(0)).confidence_interval
+           for m in ("BCa", "percentile")}
+    assert (res["BCa"].low, res["BCa"].high) != pytest.approx((res["percentile"].low, res["percentile"].high))
+    assert (row["ci_low"], row["ci_high"]) == (res["BCa"].low, res["BCa"].high)
+    assert row["n"] == 5 and row["mean"] == pytest.approx(np.mean(x)) and row["method"] == "bootstrap"
+
 def test_summarize_no_by_and_errors():
     df = pd.DataFrame({"v": [1.0, 2.0]})
     assert list(summarize(df, value="v").columns) == ["n", "mean", "std", "ci_low", "ci_high", "method"]
