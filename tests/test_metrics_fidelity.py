@@ -112,6 +112,29 @@ def test_fid_equals_a_literal_torch_fidelity_call_domain():
         assert ref > 1.0                                              # noise vs smooth noise: far apart
 
 
+
+def test_layouts_images_are_scored_with_the_extractor_trained_on_layouts(monkeypatch):
+    """FID of the main study's data: data="layouts" gives the packaged layouts extractor (its meta says so),
+    and the FID equals a literal torch-fidelity call with those weights, not with the shapes ones."""
+    from catlab.metrics.extractor import PACKAGED
+    from catlab.metrics.shape_classifier import layouts_images
+    monkeypatch.delenv("CATLAB_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(fidelity, "inception_weights_path", lambda: None)
+    short, _, weights = fidelity.resolve_extractor("auto", "layouts")
+    assert (short, weights) == ("domain", PACKAGED["layouts"]) and weights != WEIGHTS
+    assert torch.load(weights, weights_only=True)["meta"]["dataset"] == "layouts"
+    a, b = layouts_images(48, 5)[0], layouts_images(48, 6)[0]
+    a, b = [((x + 1) * 127.5).round().to(torch.uint8) for x in (a, b)]
+    res = quality([a], [b], metrics=("fid",), data="layouts")
+
+    def literal(path):
+        return calculate_metrics(input1=Images(a), input2=Images(b), cuda=False, batch_size=64, fid=True,
+                                 feature_extractor="catlab-domain", feature_layer_fid="pool",
+                                 feature_extractor_weights_path=str(path), cache=False, save_cpu_ram=True,
+                                 verbose=False)["frechet_inception_distance"]
+    assert abs(res["fid_domain_48_s1"] - literal(PACKAGED["layouts"])) < TOL
+    assert abs(literal(PACKAGED["layouts"]) - literal(WEIGHTS)) > 10 * TOL
+
 def test_fid_of_a_set_with_itself_is_zero():
     x = images(300, 8, 5, smooth=True)                               # more images than the 128 features
     res = quality([x], [x], metrics=("fid",), extractor="domain")
