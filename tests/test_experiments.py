@@ -305,7 +305,8 @@ def test_a_study_with_other_overrides_keeps_its_tables_apart():
     default = study_dir(name)
     assert default == study_dir(name, "cpu", ["run.mlflow=false"]) == study_dir(name, "cpu", [])
     other = {study_dir(name, "cpu", ["data.name=imagefolder:photos"]), study_dir(name, "gpu", []),
-             study_dir(name, "cpu", ["train.steps=200"]), study_dir(name, "cpu", ["train.steps=400"])}
-    assert len(other) == 4 and default not in other
+             study_dir(name, "cpu", ["train.steps=200"]), study_dir(name, "cpu", ["train.steps=400"]),
+             study_dir(name, "gpu", ["train.steps=200"])}                  # the same overrides, another profile
+    assert len(other) == 5 and default not in other
     assert all(d.name.startswith(name + "@") for d in other)
     assert study_dir(name, "cpu", ["a=1", "b=2"]) == study_dir(name, "cpu", ["b=2", "a=1"])
