@@ -22,7 +22,7 @@ from catlab.models import build_generator
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("CATLAB_CACHE", str(tmp_path / "cache"))
-    cfg = load_config(["data.name=layouts", "data.n=64", "run.mlflow=false"])
+    cfg = load_config(["data.name=layouts", "data.n=64", "train.batch=8", "run.mlflow=false"])   # images_seen
     run = tmp_path / "run"
     run.mkdir()
     save_config(cfg, run / "config.json")
@@ -65,6 +65,15 @@ def test_one_pass_equals_separate_passes(run):
         pd.testing.assert_frame_equal(got[part].reset_index(drop=True), want[part], check_exact=True)
     assert set(got["curve"]["metric"]) == {"fid_domain_24", "shape_acc"}
     assert len(got["drift"]) == 2 * 4 and len(got["diagnostics"]) == 3 * 3 * 3
+
+
+def test_each_part_uses_its_own_sample_count(run):
+    """n per part: each part equals the separate pass at its own n (not another part's samples)."""
+    n = {"drift": 16, "diagnostics": 24, "curve": 8}
+    got = T.run_trajectory(run, n=n, reuse=False)
+    for part in T.PARTS:
+        pd.testing.assert_frame_equal(got[part].reset_index(drop=True), direct(run, n[part])[part],
+                                      check_exact=True)
 
 
 def test_parts_are_kept_and_recomputed_alone(run, monkeypatch):
