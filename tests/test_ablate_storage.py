@@ -54,9 +54,9 @@ def cells_csv(workdir, study=STUDY, overrides=TINY):
         return {r["cell"]: r for r in csv.DictReader(f)}
 
 
-def worker(workdir, *argv):
+def worker(workdir, *argv, script="ablate.py"):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(workdir / "ablate.py"), "ablate", *argv], cwd=workdir, env=env,
+    return subprocess.Popen([sys.executable, str(workdir / script), "ablate", *argv], cwd=workdir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -175,6 +175,7 @@ def test_a_killed_worker_is_replaced_and_its_cell_resumes(workdir):
     assert metrics.count('"name": "d_loss"') == 3                 # steps 2, 4, 6 logged once each
     assert {r["status"] for r in cells_csv(workdir, overrides=over).values()} == {"FINISHED"}
 
+
 # A worker that dies in its cell's 4th step (after the checkpoint of step 2), once the file `go` exists.
 DOOMED = textwrap.dedent("""
     import os, pathlib, signal, time
@@ -197,9 +198,7 @@ def test_a_running_worker_takes_over_the_cell_of_a_worker_that_dies_beside_it(wo
     over = FAST + ["train.steps=6", "train.ckpt_every=2", "data.n=64", "train.batch=4", "run.mlflow=false"]
     journal = workdir / "grid.journal"
     argv = [STUDY, "--seeds", "1", *over, "--storage", str(journal)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    doomed = subprocess.Popen([sys.executable, "doomed.py", "ablate", *argv], cwd=workdir, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    doomed = worker(workdir, *argv, script="doomed.py")
 
     def wait_for(pattern: str, n: int) -> list:
         deadline = time.time() + 150

@@ -195,17 +195,17 @@ def test_a_layouts_run_is_scored_by_the_layouts_classifier(workdir, monkeypatch)
     """shape_acc of the main study's data: the per-run table and the curve over training score each stage with
     the `layouts` classifier (data="layouts"), on the same samples; its FID uses the layouts extractor."""
     from analysis.trajectory import run_trajectory
-    from catlab.checkpoint import snapshots
+    from catlab.metrics.extractor import PACKAGED
     monkeypatch.delenv("CATLAB_CACHE", raising=False)                # reference statistics under workdir
     result = train(load_config(TINY + ["data.name=layouts", "data.n=64", "run.mlflow=false"]))
     df = run_eval.evaluate_run(result.run_dir, n=N, metrics=("shape", "fid"), distances=("l2",), log=False,
                                reuse=False)
-    from catlab.metrics.extractor import PACKAGED
     assert df.attrs["info"]["weights"] == str(PACKAGED["layouts"])          # FID with the layouts extractor
     G, cfg = load_generator(result.run_dir)
     z, y = fixed_inputs(result.run_dir, N, cfg.seed, G.z_dim, G.num_classes)
-    expected = [shape_accuracy(x, y, data="layouts") for x in inputs.generate(G, z, y)]
-    assert expected != [shape_accuracy(x, y, data="shapes") for x in inputs.generate(G, z, y)]  # they differ here
+    stages = inputs.generate(G, z, y)
+    expected = [shape_accuracy(x, y, data="layouts") for x in stages]
+    assert expected != [shape_accuracy(x, y, data="shapes") for x in stages]      # the two scorers differ here
     assert df[df["metric"] == "shape_acc"].sort_values("stage")["value"].tolist() == expected
     curve = run_trajectory(result.run_dir, parts=("curve",), n=N, metrics=(), reuse=False)["curve"]
     last = curve[(curve["metric"] == "shape_acc") & (curve["step"] == curve["step"].max())]

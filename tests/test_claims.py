@@ -98,7 +98,6 @@ def test_not_worse_uses_the_reference_seed_spread():
     assert 0 < r.ci_low < r.margin < r.ci_high and r.verdict == "worse, margin undecided"
 
 
-
 def test_every_not_worse_verdict_gets_its_own_colour_in_the_report():
     """The report colours a verdict by the CSS class of its first word: each of the four not-worse
     verdicts must map to a class the report's style sheet defines, and a different one for each."""
@@ -114,6 +113,7 @@ def test_every_not_worse_verdict_gets_its_own_colour_in_the_report():
     classes = re.findall(r"<td class='verdict ([^']*)'>", ClaimsTable(rows).html())
     styled = set(re.findall(r"td\.([a-z]+)\{", CSS))
     assert len(classes) == 4 and len(set(classes)) == 4 and set(classes) <= styled, (classes, styled)
+
 
 def test_stages_families_and_rows_that_hold_by_definition():
     vals = {(f"{m}_l2", k): (ON_LOW, OFF_HIGH) for m in ("discrepancy", "rewrite", "direction") for k in (1, 2, 3)}

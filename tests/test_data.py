@@ -55,7 +55,6 @@ def test_shapes_deterministic_and_pinned(shapes1k):
     assert make_shapes(3, resolution=16).images.shape == (3, 3, 16, 16)
 
 
-
 def test_layouts_deterministic_and_pinned():
     """The main study's data: the same images for the same seed (sums pinned, as for shapes), the first
     images independent of n, another seed gives others."""
@@ -86,6 +85,7 @@ def test_a_layouts_class_leaves_its_coarse_image_open():
     d = torch.cdist(x, x).pow(2)
     same = (s.labels[:, None] == s.labels[None, :]) & ~torch.eye(1000, dtype=torch.bool)
     assert float(d[same].mean() / d[s.labels[:, None] != s.labels[None, :]].mean()) >= 0.95
+
 
 def test_build_dataset_shapes_ignores_run_seed():
     cfg = load_config(["data.n=50", "seed=7"])

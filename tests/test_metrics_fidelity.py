@@ -112,7 +112,6 @@ def test_fid_equals_a_literal_torch_fidelity_call_domain():
         assert ref > 1.0                                              # noise vs smooth noise: far apart
 
 
-
 def test_layouts_images_are_scored_with_the_extractor_trained_on_layouts(monkeypatch):
     """FID of the main study's data: data="layouts" gives the packaged layouts extractor (its meta says so),
     and the FID equals a literal torch-fidelity call with those weights, not with the shapes ones."""
@@ -134,6 +133,7 @@ def test_layouts_images_are_scored_with_the_extractor_trained_on_layouts(monkeyp
                                  verbose=False)["frechet_inception_distance"]
     assert abs(res["fid_domain_48_s1"] - literal(PACKAGED["layouts"])) < TOL
     assert abs(literal(PACKAGED["layouts"]) - literal(WEIGHTS)) > 10 * TOL
+
 
 def test_fid_of_a_set_with_itself_is_zero():
     x = images(300, 8, 5, smooth=True)                               # more images than the 128 features

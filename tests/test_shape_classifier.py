@@ -58,7 +58,6 @@ def test_uint8_float_and_batch_size_agree():
     assert shape_accuracy(x, y, batch=7) == shape_accuracy(x, y, batch=64)
 
 
-
 def test_the_layouts_scorer_is_its_own_and_recognises_fresh_layouts():
     """shape_acc of the main study: `layouts` images are scored by the layouts classifier (data="layouts"),
     which recognises fresh ones at 32 and 16 px (the shapes classifier scores 0.58 on these 300 images)."""
@@ -67,6 +66,7 @@ def test_the_layouts_scorer_is_its_own_and_recognises_fresh_layouts():
     x, y = layouts_images(300, FRESH_SEED)
     assert shape_accuracy(x, y, data="layouts") >= 0.95
     assert shape_accuracy(resample(x, 16, "area"), y, data="layouts") >= 0.85
+
 
 def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="as many labels"):

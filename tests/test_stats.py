@@ -40,7 +40,6 @@ def test_summarize_auto_picks_method_and_is_reproducible():
     assert d["mean"] == 9.0 and math.isnan(d["std"]) and math.isnan(d["ci_low"]) and math.isnan(d["ci_high"])
 
 
-
 def test_summarize_bootstrap_is_bca_and_nan_values_are_dropped():
     """On a skewed sample BCa and the percentile interval differ: summarize gives scipy's BCa; a NaN value
     (a cell whose metric could not be computed) is left out, not counted."""
@@ -52,6 +51,7 @@ def test_summarize_bootstrap_is_bca_and_nan_values_are_dropped():
     assert (res["BCa"].low, res["BCa"].high) != pytest.approx((res["percentile"].low, res["percentile"].high))
     assert (row["ci_low"], row["ci_high"]) == (res["BCa"].low, res["BCa"].high)
     assert row["n"] == 5 and row["mean"] == pytest.approx(np.mean(x)) and row["method"] == "bootstrap"
+
 
 def test_summarize_no_by_and_errors():
     df = pd.DataFrame({"v": [1.0, 2.0]})
