@@ -13,7 +13,7 @@ waits in the queue, or, when none waits, queues the first cell that has no trial
 holds cell k, so an interrupted grid leaves complete seeds behind, as the local grid does. A dead worker's trial
 is re-queued with its cell, and each start of the command re-queues, once, the cells that had failed before it.
 A trial that got a cell another trial already holds (RUNNING or COMPLETE: a race the lock cannot rule out on
-servers without one) ends PRUNED without training. A cell trains through experiments.worker.run_cell, as in the
+servers without one) ends PRUNED without training. A cell trains through experiments.worker.Worker.run_cell, as in the
 local grid: the same run dir <hash>-s<seed> (a FINISHED one is skipped, a partly run one resumes from its
 checkpoint), the same nested MLflow run under the study's parent (its id in the Optuna study's user_attrs, per
 tracking URI). A failed cell ends FAIL and the grid goes on. A worker with nothing left to start waits for the

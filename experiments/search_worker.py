@@ -1,6 +1,6 @@
 """What a search's workers follow: the Plan (experiments.worker.work runs its trials on the shared storage).
 
-A trial: space(trial) overrides -> Config -> experiments.worker.run_cell (its own run dir <hash>-s<seed>, nested
+A trial: space(trial) overrides -> Config -> experiments.worker.Worker.run_cell (its own run dir <hash>-s<seed>, nested
 MLflow run under the search's parent) with Hooks that evaluate a cheap final-scale FID every `every` steps
 (trial.report) and stop the run when trial.should_prune() -> the EMA generator's final-scale FID on n fixed
 (z, y) of the seed (and, for fid+misalignment, the mean L2 discrepancy over stages 1..K-1).

@@ -1,22 +1,11 @@
-"""What the local grid, the grid across machines (--storage) and `catlab search` share: the cell runner, the MLflow
-parent run, the worker loop and its processes.
+"""What the local grid, the grid across machines (--storage) and `catlab search` share: the checks before any
+run, the MLflow parent run, the worker loop that trains one cell per trial, and its processes.
 
-    res = run_cell(cfg, parent_run_id, tags)      # one config trained; never raises for a failed run
-    res["status"]                                 # FINISHED | FAILED | KILLED | PENDING (the grid was interrupted)
-    pid = open_parent(ml, experiment, known, tags, params, remember)
+    pid = shared_parent(study, spec, name, ml, key, experiment, tags, params)
     codes = run_workers(work, plan, workers, "grid")   # work(plan, i) in N spawned processes, or here (N = 1)
 
-A FINISHED run with the same config hash is skipped by the trainer (catlab.rundir.is_finished), a partly run one
-resumes from its checkpoint, a failed one comes back FAILED with its reason, one that Ctrl-C stopped KILLED (with
-"interrupted": its worker stops after it). In a spawned worker process Ctrl-C is the parent's to handle: it sets
-the stop event, which the trainer checks every step (and a terminal's Ctrl-C reaches the trainer's own handler).
-
-A worker on a storage, under the storage's lock: reap the trials of dead workers (FAIL, then plan.on_stale
-re-queues them), ask plan.next_action ("run" a trial, "wait" for the trials of other workers, or an exit code),
-and start one trial (study.optimize(n_trials=1)); plan.run trains it and releases the lock once its trial exists
-(holding). plan.done(t) prints the trial's line and says whether it counts against the worker: plan.streak such
-trials in a row stop it with exit code 1. After a trial that Ctrl-C stopped the worker stops (KeyboardInterrupt in
-this process, exit code 130 in a spawned one).
+A plan (experiments.grid_storage.GridPlan, experiments.search_worker.Plan) says what to run next, runs one trial
+and says how it ended; docs/architecture.md ("The run engine") describes the loop.
 """
 from __future__ import annotations
 
@@ -37,39 +26,9 @@ POLL_S = 2.0        # how often a worker that waits for the trials of others loo
 _STOP = None        # in a spawned worker process: the parent's stop event (set when it is interrupted)
 
 
-# ---- one cell ---------------------------------------------------------------------------------------------
 def threads_for(workers: int) -> int | None:
     """Torch threads per worker process: the cores split between them (None: one process, torch's default)."""
     return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-
-
-def run_cell(cfg, parent_run_id: str | None, tags: dict, start_line: str | None = None, hooks=None) -> dict:
-    """Train one config (a Config, or its dict); never raises for a failed run: returns {status, reason, step,
-    mlflow_run_id, seconds}, and interrupted=True when Ctrl-C (or the parent's stop event) stopped it."""
-    from catlab.config import from_dict
-    from catlab.trainer import Hooks, train
-    if start_line:
-        print(start_line, flush=True)
-    cfg, t0 = from_dict(cfg) if isinstance(cfg, dict) else cfg, time.time()
-    run_dir = rundir.path_of(cfg)
-    if _STOP is not None and _STOP.is_set():
-        return {"status": "PENDING", "reason": "not started: interrupted", "seconds": 0.0, "interrupted": True}
-    if _STOP is not None:
-        hooks = dataclasses.replace(hooks or Hooks(), stop_fn=_STOP.is_set)
-    try:
-        r = train(cfg, hooks, parent_run_id=parent_run_id, tags=tags)
-        out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
-    except KeyboardInterrupt:             # the trainer stopped the run (a checkpoint, KILLED, the reason in run.json)
-        out = {"status": "KILLED", "interrupted": True}
-    except (RunFailed, UserError) as e:
-        out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
-    except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
-        out = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
-    if "mlflow_run_id" not in out:        # what the run dir recorded (a KILLED run's reason too)
-        info = rundir.read_info(run_dir, strict=False)
-        out.update(step=info.get("step", 0), mlflow_run_id=info.get("mlflow_run_id"))
-        out.setdefault("reason", info.get("reason") or "interrupted by the user")
-    return {**out, "seconds": time.time() - t0}
 
 
 def preflight(cfgs, data: bool = True) -> None:
@@ -96,31 +55,23 @@ def mlflow_for(cfg):
     return MLflow(cfg.run.tracking_uri) if cfg.run.mlflow else None
 
 
-def open_parent(ml, experiment: str, known: str | None, tags: dict, params: dict, remember=None) -> str | None:
-    """The MLflow parent run of a grid or a search: `known` when the store still has it (resumed), else a new
-    run with these tags and params, whose id goes to remember(pid). None without MLflow."""
-    if ml is None:
-        return None
-    if known and ml.exists(known):            # (a run id of another store is simply not found)
-        ml.resume(known)
-        return known
-    pid = ml.create_run(experiment, experiment, tags)
-    if pid:
-        ml.log_params(pid, params)
-        if remember is not None:
-            remember(pid)
-    return pid
-
-
 def shared_parent(study, spec: StorageSpec, name: str, ml, key: str, experiment: str, tags: dict,
                   params: dict) -> str | None:
-    """The parent run named in the Optuna study's user_attrs[key], else a new one; under the storage's lock, so
-    concurrent first starts, even on other machines, agree on one."""
+    """The MLflow parent run of a grid or a search: the one named in the Optuna study's user_attrs[key] while the
+    store still has it (resumed), else a new one with these tags and params. Under the storage's lock, so
+    concurrent first starts, even on other machines, agree on one. None without MLflow."""
     if ml is None:
         return None
     with budget_lock(spec, name):
-        return open_parent(ml, experiment, study.user_attrs.get(key), tags, params,
-                           lambda pid: study.set_user_attr(key, pid))
+        known = study.user_attrs.get(key)
+        if known and ml.exists(known):            # (a run id of another store is simply not found)
+            ml.resume(known)
+            return known
+        pid = ml.create_run(experiment, experiment, tags)
+        if pid:
+            ml.log_params(pid, params)
+            study.set_user_attr(key, pid)
+        return pid
 
 
 # ---- a worker on a storage ----------------------------------------------------------------------------------
@@ -152,8 +103,10 @@ def holding(trial, lock, cfg):
 
 
 class Worker:
-    """One worker of a plan: the Optuna study, the storage's lock, this worker's liveness, MLflow, its label
-    (say), and whether Ctrl-C stopped its last cell (`stopped`: the worker stops after that trial)."""
+    """One worker of a plan: under the storage's lock it reaps the trials of dead workers, asks
+    plan.next_action ("run", "wait" or an exit code) and starts one trial, which plan.run trains (releasing the
+    lock once the trial exists); plan.done(t) says whether it counts against the worker (plan.streak in a row
+    stop it). After a cell that Ctrl-C stopped the worker stops."""
 
     def __init__(self, plan, index: int = 0):
         import optuna
@@ -187,11 +140,35 @@ class Worker:
             trial.set_user_attr("error", text.splitlines()[0][:300])
             raise
 
-    def run_cell(self, cfg, parent_run_id, tags, start_line=None, hooks=None) -> dict:
-        """run_cell, noting a run that Ctrl-C stopped: the worker stops after its trial."""
-        res = run_cell(cfg, parent_run_id, tags, start_line, hooks)
-        self.stopped |= bool(res.get("interrupted"))
-        return res
+    def run_cell(self, cfg, parent_run_id: str | None, tags: dict, start_line: str | None = None,
+                 hooks=None) -> dict:
+        """Train one config; never raises for a failed run: returns {status, reason, step, mlflow_run_id,
+        seconds}, and interrupted=True when Ctrl-C (or the parent's stop event) stopped it (this worker then
+        stops after its trial)."""
+        from catlab.trainer import Hooks, train
+        if start_line:
+            print(start_line, flush=True)
+        t0 = time.time()
+        if _STOP is not None and _STOP.is_set():
+            self.stopped = True
+            return {"status": "PENDING", "reason": "not started: interrupted", "seconds": 0.0, "interrupted": True}
+        if _STOP is not None:
+            hooks = dataclasses.replace(hooks or Hooks(), stop_fn=_STOP.is_set)
+        try:
+            r = train(cfg, hooks, parent_run_id=parent_run_id, tags=tags)
+            out = {"status": r.status, "reason": r.reason, "step": r.step, "mlflow_run_id": r.mlflow_run_id}
+        except KeyboardInterrupt:         # the trainer stopped the run (a checkpoint, KILLED, the reason in run.json)
+            out = {"status": "KILLED", "interrupted": True}
+            self.stopped = True
+        except (RunFailed, UserError) as e:
+            out = {"status": "FAILED", "reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+        except Exception as e:  # noqa: BLE001 -- one broken cell must not stop the grid
+            out = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
+        if "mlflow_run_id" not in out:    # what the run dir recorded (a KILLED run's reason too)
+            info = rundir.read_info(rundir.path_of(cfg), strict=False)
+            out.update(step=info.get("step", 0), mlflow_run_id=info.get("mlflow_run_id"))
+            out.setdefault("reason", info.get("reason") or "interrupted by the user")
+        return {**out, "seconds": time.time() - t0}
 
     def done(self, study, t) -> None:
         self.streak = self.streak + 1 if self.plan.done(t, self) else 0
@@ -229,7 +206,8 @@ def work(plan, index: int = 0) -> int:
 
 
 def _entry(work, plan, index: int, stop) -> None:
-    """A spawned worker process: Ctrl-C is its parent's to handle (it sets `stop`); the exit status is work()'s."""
+    """A spawned worker process: Ctrl-C is its parent's to handle (it sets `stop`, which the trainer checks every
+    step); the exit status is work()'s."""
     global _STOP
     _STOP = stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
