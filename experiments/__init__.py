@@ -1,13 +1,5 @@
-"""The study registry: one file per study, each declaring a `Study` (its grid, profiles and search space).
-
-    from experiments import STUDIES
-    study = STUDIES["ablation-consistency"]
-    study.axes      # {"consistency": {"on": {...overrides}, "off": {...}}}; cells = product(axes) x seeds
-
-A cell's config is defaults + base + profile + arm overrides + {"seed": seed} + user overrides, with
-run.root = studies/<study>/runs (see experiments/runner.py, which runs a study: `catlab ablate STUDY`).
-Study files import nothing heavy: no torch, no optuna (the search space gets its `trial` passed in).
-"""
+"""The study registry: one file per study, each declaring a `Study` (its grid, profiles, claims and search
+space); docs/architecture.md ("Studies") gives a cell's config. Study files import nothing heavy."""
 from __future__ import annotations
 
 import importlib
@@ -18,11 +10,7 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Claim:
-    """An expected outcome, as data: arm `a` of `axis` against arm `b`, paired by seed (analysis.claims).
-
-    kind="better": a has a lower (better="lower") or higher `metric` than b; kind="not-worse": a is no worse
-    than b beyond the seed spread. metric: a table metric or a family ("fid" = fid_<extractor>_<n>);
-    stages: "intermediate" (1..K-1, less the rows that hold by definition) or "final"."""
+    """An expected outcome: arm `a` of `axis` against arm `b`, paired by seed (analysis.claims says how)."""
     metric: str
     axis: str
     a: str

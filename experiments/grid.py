@@ -1,12 +1,5 @@
 """A study's grid: every cell's Config, built and validated before anything runs, and the dry-run table.
-
-    cells = build_grid(STUDIES["ablation-consistency"], "cpu", seeds=None, overrides=["train.steps=2"])
-    cells[0].name      # "consistency=on,seed=0"
-    cells[0].cfg       # defaults + base + profile + arm + {"seed": 0} + user overrides (+ run.root/experiment)
-
-Cells are ordered seed by seed (every arm of seed 0, then seed 1, ...), so an interrupted grid leaves
-complete pairs behind.
-"""
+Cells go seed by seed (every arm of seed 0, then seed 1, ...), so an interrupted grid leaves complete pairs."""
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +18,7 @@ SET_BY_STUDY = ("seed", "run.root", "run.experiment")   # a user override of the
 
 
 def variant(profile: str | None, overrides=(), default_profile: str = "cpu") -> str:
-    """"" for a study run as declared (its default profile, no overrides but run.*); else a short digest
-    of (profile, sorted overrides), so another data set or recipe keeps its own tables."""
+    """"" for a study run as declared (default profile, no overrides but run.*), else a digest of both."""
     changes = sorted(o.strip() for o in overrides if not o.strip().startswith("run."))
     if (profile or default_profile) == default_profile and not changes:
         return ""
@@ -34,15 +26,14 @@ def variant(profile: str | None, overrides=(), default_profile: str = "cpu") -> 
 
 
 def study_dir(name: str, profile: str | None = None, overrides=()) -> Path:
-    """Where a study's tables go: studies/<name> as declared, studies/<name>@<variant> otherwise.
-    Run dirs always live under studies/<name>/runs (hashed names: variants never share one by accident)."""
+    """Where a study's tables go: studies/<name> as declared, studies/<name>@<variant> otherwise."""
     default = next(iter(STUDIES[name].profiles)) if name in STUDIES else "cpu"
     key = variant(profile, overrides, default)
     return STUDIES_ROOT / (f"{name}@{key}" if key else name)
 
 
 def one_of(option: str, value, choices) -> None:
-    """A UserError unless value is one of choices: "--profile must be one of cpu, gpu, but got profile='tpu'"."""
+    """A UserError unless value is one of choices."""
     if value not in choices:
         raise UserError(f"{option} must be one of {', '.join(choices)}, but got {option.lstrip('-')}={value!r}")
 
@@ -87,7 +78,7 @@ def check_options(study: Study, profile: str, seeds: int | None, workers: int) -
 
 
 def build_grid(study: Study, profile: str, seeds: int, overrides=()) -> list[Cell]:
-    """Every cell's validated Config; an override that is invalid for any cell raises a UserError naming it."""
+    """Every cell's validated Config; an override invalid for any cell is a UserError naming the cell."""
     user = parse_overrides(list(overrides))
     for key in SET_BY_STUDY:
         if key in user:
@@ -123,7 +114,7 @@ def _fmt(v) -> str:
 
 
 def common_changes(cells: list[Cell]) -> dict:
-    """The changes every cell shares (base, profile, user overrides), shown once above the table."""
+    """The changes every cell shares, shown once above the table."""
     shared = set(cells[0].changed.items()) if cells else set()
     for c in cells[1:]:
         shared &= set(c.changed.items())

@@ -1,29 +1,5 @@
-"""A study's grid as trials of an Optuna study: the GridPlan its workers follow, and the grid as the storage holds it.
-
-    catlab ablate STUDY --storage URL [--workers N]      # on every machine; the local grid: a private journal
-
-Every cell of the grid is one trial of an Optuna study with one categorical parameter, `cell` (the cell names),
-kept in a shared storage: a journal file on a disk every machine sees, or PostgreSQL (experiments/storage.py: the
-same storages, locks, worker liveness and re-queueing of a dead worker's trials as `catlab search`). The Optuna
-study is ablate-<study>-<profile>-<hash>, the hash of the grid (every cell's name and config hash), so --seeds and
-overrides that change a config make another study, and run.* overrides do not.
-
-The storage holds the grid as a queue. A worker (experiments.worker.work with a GridPlan) starts the trial that
-waits in the queue, or, when none waits, queues the first cell that has no trial yet: trial k of the first pass
-holds cell k, so an interrupted grid leaves complete seeds behind, as the local grid does. A dead worker's trial
-is re-queued with its cell, and each start of the command re-queues, once, the cells that had failed before it.
-A trial that got a cell another trial already holds (RUNNING or COMPLETE: a race the lock cannot rule out on
-servers without one) ends PRUNED without training. A cell trains through experiments.worker.Worker.run_cell, as in the
-local grid: the same run dir <hash>-s<seed> (a FINISHED one is skipped, a partly run one resumes from its
-checkpoint), the same nested MLflow run under the study's parent (its id in the Optuna study's user_attrs, per
-tracking URI). A failed cell ends FAIL and the grid goes on. A worker with nothing left to start waits for the
-cells of other workers (and takes over those of a worker that dies), then every command writes cells.csv and
-study.json from the storage, prints the summary and exits 1 if any cell failed. One of them (the first to see
-the whole grid final, or a command that found nothing to run) runs the analysis and the report, when every
-finished cell's run dir is on its disk, and ends the MLflow parent run (experiments/runner.py). Workers on a
-journal file need a disk whose flock works across machines; the run dirs are locked the same way. The local grid
-runs the cells that are not finished the same way, on a journal in a temp folder that no other command shares.
-"""
+"""A study's grid as trials of an Optuna study, one per cell: the GridPlan its workers follow, and the grid as
+the storage holds it (docs/architecture.md, "The run engine")."""
 from __future__ import annotations
 
 import hashlib
@@ -39,14 +15,13 @@ HEARTBEAT_S = 60    # RDB storages: seconds between a trial's heartbeats (stale 
 STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "RUNNING": "RUNNING", "WAITING": "PENDING"}
 
 
-# ---- the grid as the storage holds it -------------------------------------------------------------------------
 def cell_of(t) -> str | None:
     """The cell of a trial (a queued one holds it in its fixed params until it runs)."""
     return t.params.get("cell") or (t.system_attrs.get("fixed_params") or {}).get("cell")
 
 
 def cell_trials(study, names: list[str]) -> dict:
-    """{cell: its trial}: a COMPLETE one, else the latest; duplicates (PRUNED) do not count; untried cells absent."""
+    """{cell: its trial}: a COMPLETE one, else the latest that is not a PRUNED twin (untried cells absent)."""
     out = {}
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         name = cell_of(t)
@@ -56,15 +31,14 @@ def cell_trials(study, names: list[str]) -> dict:
 
 
 def pending(study, names: list[str]) -> tuple[list[str], bool, bool]:
-    """(the cells without a trial, a trial waits in the queue, some cell is still running). A queued twin of a
-    cell that another trial holds counts too: it is started, and pruned at once."""
+    """(the cells without a trial, a trial waits in the queue, some cell is still running)."""
     trials = cell_trials(study, names)
     queued = any(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False))
     return [n for n in names if n not in trials], queued, any(t.state.name == "RUNNING" for t in trials.values())
 
 
 def status_of(t) -> str:
-    """A cell's status from its trial: a FAIL trial whose cell Ctrl-C stopped is KILLED (or PENDING: not started)."""
+    """A cell's status from its trial (a FAIL trial that Ctrl-C stopped: KILLED, or PENDING if not started)."""
     if t.state.name == "FAIL" and t.user_attrs.get("status") in ("KILLED", "PENDING"):
         return t.user_attrs["status"]
     return STATUS.get(t.state.name, t.state.name)
@@ -88,10 +62,9 @@ def requeue_failed(study, names: list[str]) -> list[str]:
     return [n for n, _ in failed]
 
 
-# ---- a worker's plan: one cell, one trial ----------------------------------------------------------------------
 @dataclass
 class GridPlan:
-    """What a worker of the grid needs (picklable: it travels to spawned worker processes)."""
+    """What a worker of the grid needs (picklable, for spawned worker processes)."""
     cells: list                      # the grid's Cells, in its order
     profile: str
     storage: StorageSpec
@@ -126,7 +99,6 @@ class GridPlan:
         return {}
 
     def on_stale(self, ml, say):
-        """A dead worker's trial: its cell's MLflow run ends KILLED (the retry resumes it); the cell is re-queued."""
         cells = {c.name: c for c in self.cells}
 
         def run_id(t):
@@ -175,7 +147,7 @@ class GridPlan:
         return float(res["seconds"])
 
     def done(self, t, w) -> bool:
-        """Say how the trial ended; True when it trained no cell (a twin, or none)."""
+        """Say how the trial ended; True when it trained no cell."""
         name, a, k = cell_of(t), t.user_attrs, self.index(cell_of(t))
         if "duplicate_of" in a:
             w.say(f"{k} skipped {name}: held by trial {a['duplicate_of']}")
@@ -187,15 +159,13 @@ class GridPlan:
         return "duplicate_of" in a or name not in self.names
 
 
-# ---- the grid's Optuna study ----------------------------------------------------------------------------------------------
 def optuna_name(study: str, profile: str, cells: list[Cell]) -> str:
     grid = "\n".join(f"{c.name} {c.cfg.hash()}" for c in cells)
     return f"ablate-{study}-{profile}-{hashlib.sha256(grid.encode()).hexdigest()[:8]}"
 
 
 def open_study(plan: GridPlan, identity: dict):
-    """Create or load the grid's Optuna study; under the lock, reap dead workers' cells and re-queue failed ones.
-    A storage that cannot be opened is a one-line UserError naming --storage."""
+    """Create or load the grid's Optuna study; under the lock, reap dead workers' cells, re-queue failed ones."""
     import optuna
     spec = plan.storage
     try:
@@ -217,8 +187,7 @@ def open_study(plan: GridPlan, identity: dict):
 
 
 def claim_finish(study, plan: GridPlan, again: bool) -> bool:
-    """True for one command per final state of the grid (and for a command that found it final: again=True):
-    it runs the analysis and ends the MLflow parent."""
+    """True for one command per final state of the grid (or again=True): it runs the analysis."""
     with budget_lock(plan.storage, plan.name):
         mark = len(study.get_trials(deepcopy=False))
         if any(pending(study, plan.names)) or (study.user_attrs.get("finished_at_trials") == mark and not again):

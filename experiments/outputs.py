@@ -1,18 +1,5 @@
-"""After a grid (local or --storage): what it writes into studies/<study>/, the analysis, the report, the parent
-run closed and the closing summary.
-
-    rows = save_grid(sdir, study, cells, results, info)   # cells.csv; study.json: info, then the cells
-    finish_grid(study, sdir, "cpu", rows, ml, pid)   # analysis.study, reports.build; the parent run ends
-    print_summary(study, sdir, rows, ml, pid)
-
-    cells.csv    cell, seed, <axis columns>, run_dir, status, reason, config_hash, mlflow_run_id
-    study.json   {"study", "profile", "overrides", "axes" (axis -> value -> overrides), "command", "parent_run_id",
-                  "tracking_uri", "cells": [...]}
-
-The summary reads the analysis' summary.csv (per arm x metric x stage: n, mean, ci_low, ci_high, ...) and
-tests.csv (paired tests between arms); without them it shows the cells' status only. The runs are safe whatever
-happens after them: a failed analysis or report prints one line that says how to redo the step.
-"""
+"""After a grid, local or across machines: cells.csv and study.json (docs/architecture.md gives their columns),
+the analysis, the report, the parent run closed, and the closing summary."""
 from __future__ import annotations
 
 import csv
@@ -31,7 +18,6 @@ TEST_COLS = {"axis", "a", "b", "n_pairs", "mean_a", "mean_b", "mean_diff", "sd_d
 DIAGNOSTICS = ("discrepancy", "rewrite", "direction")
 
 
-# ---- files --------------------------------------------------------------------------------------
 def cell_rows(cells, results: dict) -> list[dict]:
     """One row per cell; `results` maps a cell name to {status, reason, mlflow_run_id} (absent: PENDING)."""
     rows = []
@@ -60,7 +46,6 @@ def read_study_json(path: Path) -> dict:
         return {}
 
 
-# ---- the closing summary ----------------------------------------------------------------------------
 def _num(x) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
@@ -87,8 +72,7 @@ def claims_table(study_dir: Path) -> str | None:
 
 
 def _selected(df):
-    """The rows worth a line: every stage of the diagnostics (less the rows that hold by definition), and
-    the final scale of FID/KID/shape_acc."""
+    """The rows worth a line: the diagnostics (less those that hold by definition), final-scale FID/KID/shape_acc."""
     from analysis.claims import drop_by_definition
     df = drop_by_definition(df)
     metric = df["metric"].astype(str)
@@ -106,10 +90,19 @@ def _row_key(r) -> str:
                                else f" s{int(stage)}")
 
 
-def quality_tables(study_dir: Path, arm_order: list[str] | None = None) -> str | None:
-    """mean +/- 95 % CI half-width per arm (columns) and metric/stage (rows), then the paired p-values.
+def _wide(df, column, cell, order=()) -> str:
+    """A text table with a row per metric (and stage) and a column per column(r), holding cell(r) (else "-")."""
+    cells: dict[str, dict[str, str]] = {}
+    for _, r in df.iterrows():
+        cells.setdefault(_row_key(r), {})[column(r)] = cell(r)
+    rank = {c: i for i, c in enumerate(order)}
+    cols = sorted(dict.fromkeys(column(r) for _, r in df.iterrows()), key=lambda c: rank.get(c, len(rank)))
+    return text_table(["metric", *cols], [[k, *(v.get(c, "-") for c in cols)] for k, v in cells.items()])
 
-    Arms are named by their labels ("on") or, with several axes, "axis=label,..."; arm_order sorts them."""
+
+def quality_tables(study_dir: Path, arm_order: list[str] | None = None) -> str | None:
+    """mean +/- 95 % CI half-width per arm (columns, sorted by arm_order) and metric/stage (rows), then the
+    paired p-values. Arms are named by their labels ("on") or, with several axes, "axis=label,..."."""
     import pandas as pd
     path = study_dir / "summary.csv"
     if not path.exists():
@@ -117,40 +110,25 @@ def quality_tables(study_dir: Path, arm_order: list[str] | None = None) -> str |
     summary = _selected(pd.read_csv(path))
     if summary.empty:
         return f"{path}: no diagnostic or FID rows"
-    arm_cols = [c for c in summary.columns if c not in STAT_COLS]
-    name = (lambda r: ",".join(f"{c}={r[c]}" for c in arm_cols)) if len(arm_cols) > 1 else \
-        (lambda r: str(r[arm_cols[0]])) if arm_cols else (lambda r: "all")
-    summary = summary.assign(_arm=summary.apply(name, axis=1))
-    arms = list(dict.fromkeys(summary["_arm"]))
-    order = {a: i for i, a in enumerate(arm_order or [])}
-    arms.sort(key=lambda a: order.get(a, len(order)))
-    cells: dict[str, dict[str, str]] = {}
-    for _, r in summary.iterrows():
-        half = (r["ci_high"] - r["ci_low"]) / 2
-        cells.setdefault(_row_key(r), {})[r["_arm"]] = f"{_num(r['mean'])} ± {_num(half)}"
+    axes = [c for c in summary.columns if c not in STAT_COLS]
+    arm = (lambda r: ",".join(f"{c}={r[c]}" for c in axes)) if len(axes) > 1 else \
+        (lambda r: str(r[axes[0]])) if axes else (lambda r: "all")
     out = ["mean ± 95 % CI half-width (n seeds per arm; summary.csv)",
-           text_table(["metric", *arms], [[k, *(v.get(a, "-") for a in arms)] for k, v in cells.items()])]
+           _wide(summary, arm, lambda r: f"{_num(r['mean'])} ± {_num((r['ci_high'] - r['ci_low']) / 2)}",
+                 arm_order or ())]
     tpath = study_dir / "tests.csv"
-    if tpath.exists():
-        tests = pd.read_csv(tpath)
-        if not tests.empty and {"metric", "a", "b", "p_ttest"} <= set(tests.columns):
-            tests = _selected(tests)
-            extra = [c for c in tests.columns if c not in TEST_COLS | {"metric", "stage"}]
-            tests = tests.assign(_pair=tests.apply(lambda r: f"{r['a']} vs {r['b']}" + "".join(
-                f" [{c}={r[c]}]" for c in extra), axis=1))
-            pairs = list(dict.fromkeys(tests["_pair"]))
-            ps: dict[str, dict[str, str]] = {}
-            for _, r in tests.iterrows():
-                pw = f" / {_num(r['p_wilcoxon'])}" if "p_wilcoxon" in r else ""
-                ps.setdefault(_row_key(r), {})[r["_pair"]] = f"{_num(r['p_ttest'])}{pw}"
-            out += ["paired p-values, t-test / Wilcoxon (tests.csv)",
-                    text_table(["metric", *pairs], [[k, *(v.get(p, "-") for p in pairs)] for k, v in ps.items()])]
+    tests = pd.read_csv(tpath) if tpath.exists() else pd.DataFrame()
+    if not tests.empty and {"metric", "a", "b", "p_ttest"} <= set(tests.columns):
+        extra = [c for c in tests.columns if c not in TEST_COLS | {"metric", "stage"}]
+        wilcoxon = "p_wilcoxon" in tests.columns
+        out += ["paired p-values, t-test / Wilcoxon (tests.csv)",
+                _wide(_selected(tests), lambda r: f"{r['a']} vs {r['b']}" + "".join(f" [{c}={r[c]}]" for c in extra),
+                      lambda r: _num(r["p_ttest"]) + (f" / {_num(r['p_wilcoxon'])}" if wilcoxon else ""))]
     return "\n".join(out)
 
 
-# ---- after a grid ---------------------------------------------------------------------------------------
 def _safely(step: str, redo: str, fn, *args, **kwargs) -> None:
-    """One step after the runs; a failure prints one line that says how to redo it (the runs are safe)."""
+    """One step after the runs; a failure prints one line that says how to redo it."""
     try:
         fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001
@@ -171,8 +149,7 @@ def build_report(study: str, profile: str) -> None:
 
 
 def save_grid(sdir: Path, study, cells, results: dict, info: dict) -> list[dict]:
-    """cells.csv and study.json (the study's name and axis declaration, info, then the cells) from the
-    cells' results; returns the rows."""
+    """cells.csv and study.json from the cells' results; returns the rows."""
     rows = cell_rows(cells, results)
     write_cells_csv(sdir / "cells.csv", rows)
     atomic_text(sdir / "study.json", json.dumps({"study": study.name, **info, "axes": study.axes, "cells": rows},
@@ -181,8 +158,7 @@ def save_grid(sdir: Path, study, cells, results: dict, info: dict) -> list[dict]
 
 
 def finish_grid(study, sdir: Path, profile: str, rows: list[dict], ml, pid, analysis: bool = True) -> None:
-    """The analysis and the report (when a cell finished), then the parent run ends with cells.csv and
-    study.json (the analysis logs its own tables), FAILED when a cell did not finish."""
+    """The analysis and the report (when a cell finished); the parent run ends, FAILED if a cell did not finish."""
     failed = [r for r in rows if r["status"] != "FINISHED"]
     if analysis and len(failed) < len(rows):
         analyse(sdir.name, profile, study.claims)

@@ -1,19 +1,5 @@
-"""Run a study: `catlab ablate STUDY [--profile cpu|gpu] [--seeds N] [--workers N] [--dry-run] [--storage URL]
-[KEY=VALUE ...]`. With --storage, machines share the grid through Optuna (experiments/grid_storage.py).
-
-    ablate("ablation-consistency", overrides=["train.steps=200"])   # -> 0, or 1 if any cell failed
-
-1. Validate everything first: the study, the options, every cell's Config, the data and the device.
-2. One MLflow parent run per study (reused when study.json names one that still exists), a nested run
-   per cell (tags: study, cell, seed, <axis>: <label>, profile).
-3. A FINISHED cell with the same config hash is skipped. The others are trials of a private Optuna journal (in a
-   temp folder, gone after the command), run by the workers of `--storage` (experiments.worker.work with a
-   GridPlan) in this process or in N spawned processes: a partly run cell resumes from its checkpoint, a failed
-   one is recorded FAILED with its reason and the grid goes on. Re-running the same command resumes the grid.
-   Ctrl-C stops the running cells at the end of their step (a checkpoint each, KILLED with the reason),
-   starts no other, marks the parent run KILLED and exits 130; a second Ctrl-C stops them at once.
-4. cells.csv and study.json, then the analysis (analysis.study), the report (reports.build), a summary.
-"""
+"""`catlab ablate STUDY [--profile P] [--seeds N] [--workers N] [--dry-run] [--storage URL] [KEY=VALUE ...]`:
+run a study's grid, here or across machines (docs/architecture.md, "The run engine")."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +19,7 @@ from experiments.worker import mlflow_for, preflight, run_workers, shared_parent
 
 
 def reap_orphans(ml, study: str, pid: str, cells: list[Cell]) -> None:
-    """Child runs left RUNNING by a killed grid whose run dir never recorded them: mark them KILLED."""
+    """Mark KILLED the child runs left RUNNING by a killed grid whose run dir never recorded them."""
     known = {read_info(c.run_dir, strict=False).get("mlflow_run_id") for c in cells}
     try:
         runs = ml.runs(study, f"tags.mlflow.parentRunId = '{pid}' and attributes.status = 'RUNNING'")
@@ -45,7 +31,7 @@ def reap_orphans(ml, study: str, pid: str, cells: list[Cell]) -> None:
 
 
 def _last_step(run_dir) -> int:
-    """The last step a cell logged (its metrics.jsonl's last line), for the grid's progress bar."""
+    """The last step a cell logged in metrics.jsonl, for the grid's progress bar."""
     path = Path(run_dir) / "metrics.jsonl"
     try:
         with open(path, "rb") as f:

@@ -1,10 +1,5 @@
 """Where grids across machines and searches keep their trials (Optuna storages), their locks, and how a dead
-worker's trials are found and re-queued (docs/architecture.md, "The run engine", says how these fit together).
-
-    spec = resolve(None, "ablation-consistency-weight")   # journal file optuna/ablation-consistency-weight.journal
-    storage = open_storage(spec, heartbeat=60, on_stale=callback)
-    with budget_lock(spec, "search-..."):                  # count + ask, the parent MLflow run: one at a time
-"""
+worker's trials are found and re-queued (docs/architecture.md, "The run engine")."""
 from __future__ import annotations
 
 import fcntl
@@ -62,7 +57,7 @@ def resolve(storage: str | None, study: str) -> StorageSpec:
 
 
 def open_storage(spec: StorageSpec, heartbeat: int = 60, on_stale=None):
-    """The Optuna storage of a spec. RDB storages get a heartbeat and `on_stale` for trials whose heartbeat stops."""
+    """The Optuna storage of a spec; RDB storages get a heartbeat and `on_stale` for trials whose heartbeat stops."""
     import optuna
     if spec.path is not None:
         spec.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +77,8 @@ def open_storage(spec: StorageSpec, heartbeat: int = 60, on_stale=None):
 
 
 class FileLock:
-    """An exclusive lock, a context manager whose release() may come early (it is idempotent): a flock on
-    `path`, or with `pg_url` a PostgreSQL advisory lock on a key from `name`, or with path=None none at all."""
+    """An exclusive lock whose release() may come early: a flock on `path`, a PostgreSQL advisory lock on a key
+    from `name` (pg_url), or none (path=None)."""
 
     def __init__(self, path: Path | None, pg_url: str | None = None, name: str = ""):
         self.path, self.pg_url, self.held = Path(path) if path else None, pg_url, None
@@ -129,16 +124,14 @@ class FileLock:
 
 
 def budget_lock(spec: StorageSpec, name: str) -> FileLock:
-    """A file lock beside journal and sqlite files, an advisory lock for PostgreSQL, none for other servers
-    (there a race can start up to workers-1 extra trials)."""
+    """A file lock beside journal and sqlite files, an advisory lock for PostgreSQL, none for other servers."""
     if spec.path is not None:
         return FileLock(spec.path.with_name(f"{spec.path.name}.{name}.lock"))
     return FileLock(None, spec.url if spec.url.startswith(("postgresql", "postgres")) else None, name)
 
 
 class Liveness:
-    """This worker's lock under <journal>.workers/ (journal storages have no heartbeat); alive(tag) tells whether
-    the worker that stamped a trial with its tag still holds its own (the kernel drops a killed one's at once)."""
+    """This worker's lock under <journal>.workers/; alive(tag): does the worker of that tag still hold its own?"""
 
     def __init__(self, spec: StorageSpec):
         self.dir = spec.path.with_name(f"{spec.path.name}.workers") if spec.kind == "journal" else None
@@ -149,7 +142,7 @@ class Liveness:
             self._lock.acquire()
 
     def alive(self, tag: dict | None) -> bool:
-        """False only when we can tell: a journal worker whose lock file can be locked (or is gone)."""
+        """False only for a journal worker whose lock file can be locked (or is gone)."""
         if self.dir is None or not isinstance(tag, dict) or "id" not in tag or tag["id"] == self.id:
             return True
         path = self.dir / f"{tag['id']}.lock"
@@ -176,8 +169,7 @@ def requeue_stale(study, trial) -> None:
 
 
 def reap(study, liveness: Liveness, on_stale) -> list[int]:
-    """Mark RUNNING trials of dead workers FAIL (RDB storages: by Optuna's heartbeat; journals: by the workers'
-    locks) and hand each to on_stale (retry); returns their numbers."""
+    """Mark the RUNNING trials of dead workers FAIL and hand each to on_stale; returns their numbers."""
     import optuna
     from optuna.trial import TrialState
     with warnings.catch_warnings():

@@ -1,12 +1,5 @@
-"""What the local grid, the grid across machines (--storage) and `catlab search` share: the checks before any
-run, the MLflow parent run, the worker loop that trains one cell per trial, and its processes.
-
-    pid = shared_parent(study, spec, name, ml, key, experiment, tags, params)
-    codes = run_workers(work, plan, workers, "grid")   # work(plan, i) in N spawned processes, or here (N = 1)
-
-A plan (experiments.grid_storage.GridPlan, experiments.search_worker.Plan) says what to run next, runs one trial
-and says how it ended; docs/architecture.md ("The run engine") describes the loop.
-"""
+"""The run engine that the local grid, the grid across machines and `catlab search` share: the checks before
+any run, the MLflow parent run, the worker loop that trains one cell per trial, and its processes."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +25,7 @@ def threads_for(workers: int) -> int | None:
 
 
 def preflight(cfgs, data: bool = True) -> None:
-    """Before any run starts: the devices and the tracking URIs checked, then (data=True) the data that must
-    exist on disk loaded once."""
+    """Before any run: check the devices and tracking URIs, and (data=True) load once the data read from disk."""
     from catlab.data import build_dataset
     from catlab.tracking import check_uri
     from catlab.trainer import pick_device
@@ -48,7 +40,6 @@ def preflight(cfgs, data: bool = True) -> None:
             build_dataset(c.data)
 
 
-# ---- the MLflow parent run ----------------------------------------------------------------------------------
 def mlflow_for(cfg):
     """The MLflow client of a config's tracking URI (None with run.mlflow=false)."""
     from catlab.tracking import MLflow
@@ -57,9 +48,8 @@ def mlflow_for(cfg):
 
 def shared_parent(study, spec: StorageSpec, name: str, ml, key: str, experiment: str, tags: dict,
                   params: dict) -> str | None:
-    """The MLflow parent run of a grid or a search: the one named in the Optuna study's user_attrs[key] while the
-    store still has it (resumed), else a new one with these tags and params. Under the storage's lock, so
-    concurrent first starts, even on other machines, agree on one. None without MLflow."""
+    """The MLflow parent run named in the Optuna study's user_attrs[key] (resumed), else a new one; under the
+    storage's lock, so that concurrent first starts on any machine agree on one. None without MLflow."""
     if ml is None:
         return None
     with budget_lock(spec, name):
@@ -74,10 +64,8 @@ def shared_parent(study, spec: StorageSpec, name: str, ml, key: str, experiment:
         return pid
 
 
-# ---- a worker on a storage ----------------------------------------------------------------------------------
 def on_stale(ml, run_id_of, why: str, tell, tags: dict | None = None):
-    """The callback for a dead worker's trial: its MLflow run (run_id_of(trial)) ends KILLED with `why` (the
-    retry resumes it), tell(trial) says so, and the trial is re-queued."""
+    """For a dead worker's trial: its MLflow run ends KILLED with `why`, tell(trial), and the trial is re-queued."""
     def callback(study, t) -> None:
         run_id = run_id_of(t)
         if ml is not None and run_id:
@@ -91,9 +79,8 @@ def on_stale(ml, run_id_of, why: str, tell, tags: dict | None = None):
 
 @contextmanager
 def holding(trial, lock, cfg):
-    """The trial holds its run: the storage's lock released (its trial exists, RUNNING: other workers may ask
-    now), its run dir and config hash kept in its user attrs, and the run dir locked (a twin trial of the same
-    config, on a shared disk too, waits). Yields the run dir."""
+    """Release the storage's lock (the trial exists now), record the run dir and config hash on the trial, and
+    hold the run dir's lock (a twin trial waits). Yields the run dir."""
     run_dir = rundir.path_of(cfg)
     lock.release()
     trial.set_user_attr("run_dir", str(run_dir))
@@ -103,10 +90,7 @@ def holding(trial, lock, cfg):
 
 
 class Worker:
-    """One worker of a plan: under the storage's lock it reaps the trials of dead workers, asks
-    plan.next_action ("run", "wait" or an exit code) and starts one trial, which plan.run trains (releasing the
-    lock once the trial exists); plan.done(t) says whether it counts against the worker (plan.streak in a row
-    stop it). After a cell that Ctrl-C stopped the worker stops."""
+    """One worker of a plan (docs/architecture.md, "The run engine"); it stops after a cell that Ctrl-C stopped."""
 
     def __init__(self, plan, index: int = 0):
         import optuna
@@ -121,13 +105,12 @@ class Worker:
         self.lock, self.liveness = budget_lock(plan.storage, plan.name), Liveness(plan.storage)
 
     def say(self, msg: str, now: bool = True) -> str:
-        """print() with the worker's label when there are several: say(msg) prints; say(msg, False) returns it."""
+        """Print msg (now=False: return it) with the worker's label when there are several."""
         line = f"[worker {self.index}] {msg}" if self.index else msg
         return print(line, flush=True) or line if now else line
 
     def objective(self, trial):
-        """plan.run(trial, self), with the first line of what it raised kept as the trial's user attr `error`
-        (the message of a plan.plain exception, else prefixed by its type); a pruned trial is not an error."""
+        """plan.run(trial, self); the first line of what it raised becomes the trial's user attr `error`."""
         import optuna
         try:
             return self.plan.run(trial, self)
@@ -142,9 +125,8 @@ class Worker:
 
     def run_cell(self, cfg, parent_run_id: str | None, tags: dict, start_line: str | None = None,
                  hooks=None) -> dict:
-        """Train one config; never raises for a failed run: returns {status, reason, step, mlflow_run_id,
-        seconds}, and interrupted=True when Ctrl-C (or the parent's stop event) stopped it (this worker then
-        stops after its trial)."""
+        """Train one config and return {status, reason, step, mlflow_run_id, seconds}, never raising for a failed
+        run; interrupted=True when Ctrl-C or the parent's stop event stopped it."""
         from catlab.trainer import Hooks, train
         if start_line:
             print(start_line, flush=True)
@@ -174,8 +156,7 @@ class Worker:
         self.streak = self.streak + 1 if self.plan.done(t, self) else 0
 
     def loop(self) -> int:
-        """Run trials until plan.next_action() gives an exit code, a streak stops the worker (1), or the
-        plan's deadline passes (0)."""
+        """Run trials until the plan gives an exit code, a streak stops the worker (1) or the deadline passes (0)."""
         plan = self.plan
         try:
             while plan.deadline is None or time.time() < plan.deadline:
@@ -206,8 +187,7 @@ def work(plan, index: int = 0) -> int:
 
 
 def _entry(work, plan, index: int, stop) -> None:
-    """A spawned worker process: Ctrl-C is its parent's to handle (it sets `stop`, which the trainer checks every
-    step); the exit status is work()'s."""
+    """A spawned worker process; Ctrl-C is its parent's to handle (it sets `stop`)."""
     global _STOP
     _STOP = stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -216,10 +196,8 @@ def _entry(work, plan, index: int, stop) -> None:
 
 
 def run_workers(work, plan, workers: int, label: str, poll=None) -> list[int]:
-    """work(plan, 0) in this process when workers == 1; else `workers` spawned processes running work(plan, i),
-    i = 1..workers, named <label>-worker-i, with poll() every POLL_S seconds while they run. Returns the exit codes.
-    Ctrl-C sets the stop event: the running trials stop at the end of their step, no other starts; then
-    KeyboardInterrupt."""
+    """work(plan, 0) here when workers == 1, else work(plan, i) in processes i = 1..workers, with poll() every
+    POLL_S seconds; returns the exit codes. Ctrl-C sets the stop event, then raises KeyboardInterrupt."""
     if workers == 1:
         return [work(plan, 0)]
     ctx = multiprocessing.get_context("spawn")
