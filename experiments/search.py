@@ -1,24 +1,5 @@
 """`catlab search STUDY --trials N [--storage URL] [--workers N] [--objective fid|fid+misalignment] [--timeout S]
-[--profile cpu|gpu] [KEY=VALUE ...]`: Optuna over the search space declared beside a study.
-
-    search("ablation-consistency-weight", trials=8, workers=2)     # -> 0 once 8 trials are COMPLETE
-
-A trial's config = defaults + study base + profile + the profile's search budget (catlab.profiles) + space(trial) +
-user overrides, with run.root = studies/search-<study>/runs (run dir <hash>-s<seed>: a re-queued trial resumes
-its run). Objective `fid` (default, minimised): the final-scale FID of the trained EMA generator on n fixed (z, y)
-of the seed (the profile's search_eval; the offline domain extractor on the cpu profile). `fid+misalignment`: two objectives
-(FID, mean L2 discrepancy over stages 1..K-1) and a Pareto front. Pruning (median by default, or hyperband) is fed
-by a cheap final-scale FID every `eval_every` steps through the trainer's hooks (median: MedianPruner with 3
-startup trials and a warm-up of half the steps; hyperband: resources eval_every..steps); Optuna prunes
-single-objective studies only, so fid+misalignment runs every trial to the end.
-
-Storage: optuna/<study>.journal by default (worker processes on one machine), any RDB URL for many machines
-(PostgreSQL; sqlite works for one worker). Running the same command again adds trials until N are COMPLETE;
-trials of a killed worker end FAIL and are re-queued (experiments/storage.py). --workers N = N processes.
-MLflow: one parent run per search (its id in the Optuna study's user_attrs), each trial's training run nested
-under it with tags trial, study and trial_state. Outputs: reports/out/<search>/ (experiments/search_report.py).
---timeout S: no new trial starts after S seconds (running ones finish).
-"""
+[--profile cpu|gpu] [KEY=VALUE ...]`: Optuna over a study's search space (docs/architecture.md, "The search")."""
 from __future__ import annotations
 
 import math
@@ -32,7 +13,7 @@ from catlab.profiles import get_profile
 from experiments import STUDIES, Study
 from experiments.grid import get_study, one_of, positive_int, study_dir
 from experiments.search_report import write_outputs
-from experiments.search_worker import Plan
+from experiments.search_worker import Plan, formatted
 from experiments.storage import budget_lock, counts, open_storage, resolve
 from experiments.worker import preflight, run_workers, shared_parent, threads_for, work
 
@@ -48,7 +29,10 @@ def search_name(study: str, objective: str = "fid") -> str:
     return f"search-{study}" + ("" if objective == "fid" else "-pareto")
 
 
-def check_options(st: Study, trials, workers, objective, timeout, profile, pruner, heartbeat) -> None:
+def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval, n_step,
+              eval_every, heartbeat, storage) -> tuple[Plan, object, dict]:
+    """The plan every worker follows, the first trial's config (a probe through the space) and the user's overrides;
+    every option is checked first."""
     import optuna
     if st.space is None:
         raise UserError(f"study must declare a search space (space=...), but got study={st.name!r} without one")
@@ -61,12 +45,6 @@ def check_options(st: Study, trials, workers, objective, timeout, profile, prune
     one_of("--profile", profile, st.profiles)
     if not isinstance(pruner, optuna.pruners.BasePruner):
         one_of("pruner", pruner, PRUNERS)
-
-
-def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval, n_step,
-              eval_every, heartbeat, storage) -> tuple[Plan, object]:
-    """The plan every worker follows, and the first trial's config (a probe through the space)."""
-    import optuna
     user = parse_overrides(list(overrides) if not isinstance(overrides, dict) else overrides)
     for key in SET_BY_SEARCH:
         if key in user:
@@ -100,7 +78,7 @@ def make_plan(st: Study, name, trials, workers, objective, timeout, overrides, p
                 resolve(storage, st.name), names, protocol_name("fid", short, ev["n_step"], K), t.steps,
                 ev["n_eval"], ev["n_step"], every, ev["extractor"], pruner, int(heartbeat),
                 time.time() + timeout if timeout else None, threads_for(workers))
-    return plan, cfg
+    return plan, cfg, user
 
 
 def reference_stats(cfg, plan: Plan) -> None:
@@ -148,10 +126,9 @@ def finish(study, plan: Plan, ml, pid, codes: list[int], started: float) -> int:
     print(f"\n{plan.name}: {c['COMPLETE']} COMPLETE, {c['PRUNED']} PRUNED, {c['FAIL']} FAIL of {plan.trials} wanted "
           f"({(time.time() - started) / 60:.1f} min)")
     for r in ([doc["best"]] if doc.get("best") else doc.get("pareto_front", [])):
-        vals = " ".join(f"{n}={r[n]:.4g}" for n in plan.names if r.get(n) is not None)
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
-        kind = "best" if plan.objective == "fid" else "pareto"
-        print(f"{kind}: trial {r['number']} {vals}  {params}  ({r['run_dir']})")
+        vals = formatted({n: r[n] for n in plan.names if r.get(n) is not None})
+        print(f"{'best' if plan.objective == 'fid' else 'pareto'}: trial {r['number']} {vals}  {formatted(r['params'])}"
+              f"  ({r['run_dir']})")
     print(f"outputs: {out}/ ({', '.join(['trials.csv', 'best.json', *doc['plots']])})")
     for note in doc["notes"]:
         print(f"  note: {note}")
@@ -180,17 +157,15 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     import optuna
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     st = study if isinstance(study, Study) else get_study(study)
-    check_options(st, trials, workers, objective, timeout, profile, pruner, heartbeat)
     name = search_name(st.name, objective)
-    plan, cfg = make_plan(st, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval,
+    plan, cfg, user = make_plan(st, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval,
                           n_step, eval_every, heartbeat, storage)
     if plan.storage.kind == "sqlite" and workers > 1:
         print("catlab: warning: sqlite storage locks under parallel workers; use a journal file (the default) "
               "or PostgreSQL with --workers > 1", file=sys.stderr)
     started, ml = time.time(), plan.mlflow()
     identity = {"study": st.name, "profile": profile, "objective": objective, "metrics": plan.names,
-                "overrides": sorted(f"{k}={v}" for k, v in parse_overrides(list(overrides) if not isinstance(
-                    overrides, dict) else overrides).items() if not k.startswith("run."))}
+                "overrides": sorted(f"{k}={v}" for k, v in user.items() if not k.startswith("run."))}
     study_obj = open_search(plan, open_storage(plan.storage, plan.heartbeat), identity)
     reference_stats(cfg, plan)
     plan.parent_run_id = pid = shared_parent(study_obj, plan.storage, plan.name, ml, "mlflow_parent_run_id", plan.name,

@@ -1,15 +1,5 @@
-"""The outputs of a search: reports/out/<search name>/ (written by search() once its workers are done).
-
-    trials.csv                    study.trials_dataframe(): number, values, params_*, user_attrs_*, state ...
-    best.json                     the best trial (value, params, run dir, MLflow run); for a multi-objective
-                                  search the Pareto front (every non-dominated COMPLETE trial)
-    history.png/.pdf              optimisation history (of FID for a multi-objective search)
-    intermediate.png/.pdf         the pruning evaluations of every trial (single objective)
-    importances.png/.pdf          parameter importances (fANOVA), from IMPORTANCE_MIN COMPLETE trials on
-    parallel_coordinate.png/.pdf  parameters against the objective
-    pareto_front.png/.pdf         FID against misalignment (multi-objective)
-A plot that cannot be drawn is skipped with a note (best.json "notes", and the summary printed).
-"""
+"""The outputs of a search under reports/out/<search name>/: trials.csv, best.json and the plots
+(docs/architecture.md, "The search", lists them); written by search() once its workers are done."""
 from __future__ import annotations
 
 import json

@@ -1,15 +1,5 @@
-"""What a search's workers follow: the Plan (experiments.worker.work runs its trials on the shared storage).
-
-A trial: space(trial) overrides -> Config -> experiments.worker.Worker.run_cell (its own run dir <hash>-s<seed>, nested
-MLflow run under the search's parent) with Hooks that evaluate a cheap final-scale FID every `every` steps
-(trial.report) and stop the run when trial.should_prune() -> the EMA generator's final-scale FID on n fixed
-(z, y) of the seed (and, for fid+misalignment, the mean L2 discrepancy over stages 1..K-1).
-
-A worker starts one more trial only while COMPLETE + RUNNING < N; while the budget is taken by trials of other
-workers it waits, so a worker that dies mid-trial is replaced by the survivors (its trial ends FAIL and is
-re-queued with the same parameters). Three FAIL trials in a row stop a worker (a broken config fails every
-trial the same way).
-"""
+"""What a search's workers follow: the Plan of its trials (experiments.worker.work runs them on the shared storage),
+and a trial's pruning evaluations and objective (docs/architecture.md, "The search")."""
 from __future__ import annotations
 
 import math
@@ -51,13 +41,11 @@ class Plan:
     def multi(self) -> bool:
         return self.objective != "fid"
 
-    def get_study(self):
-        from experiments.grid import get_study
-        return get_study(self.study) if isinstance(self.study, str) else self.study
-
     def config(self, trial):
         from catlab.config import load_config
-        return load_config({**self.below, **self.get_study().space(trial), **self.above})
+        from experiments import STUDIES
+        study = STUDIES[self.study] if isinstance(self.study, str) else self.study
+        return load_config({**self.below, **study.space(trial), **self.above})
 
     def stop_line(self, n: int) -> str:
         return f"{n} trials failed in a row: this worker stops (see the reasons above)"
@@ -117,14 +105,18 @@ class Plan:
             if t.values:
                 w.ml.log_metrics(run_id, [(n, v, t.user_attrs.get("steps", 0)) for n, v in zip(self.names, t.values)])
         took = f"{t.duration.total_seconds():.0f}s" if t.duration else "?"
-        vals = " ".join(f"{n}={v:.4g}" for n, v in zip(self.names, t.values or []))
+        vals = formatted(dict(zip(self.names, t.values or [])))
         if state == "PRUNED" and t.intermediate_values:
             step = max(t.intermediate_values)
             vals = f"at step {step}: {self.step_name}={t.intermediate_values[step]:.4g}"
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
         reason = f" -- {t.user_attrs['error']}" if state == "FAIL" and t.user_attrs.get("error") else ""
-        w.say(f"trial {t.number} {state.lower()} {vals} in {took} [{params}]{reason}")
+        w.say(f"trial {t.number} {state.lower()} {vals} in {took} [{formatted(t.params)}]{reason}")
         return state == "FAIL"
+
+
+def formatted(values: dict) -> str:
+    """"k=v k=v" with floats to 4 significant digits."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
 def make_pruner(plan: Plan, steps: int):
