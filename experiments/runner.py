@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from catlab.rundir import is_finished, last_checkpoint, read_info
 from experiments.grid import Cell, build_grid, check_options, command, get_study, print_grid, study_dir
 from experiments.grid_storage import GridPlan, cell_results, claim_finish, open_study, optuna_name, pending
 from experiments.outputs import finish_grid, print_summary, read_study_json, save_grid
-from experiments.storage import resolve
+from experiments.storage import resolve, warn_parallel
 from experiments.worker import mlflow_for, preflight, run_workers, shared_parent, threads_for, work
 
 
@@ -59,9 +58,8 @@ def ablate(study: str, profile: str = "cpu", seeds: int | None = None, workers: 
         print("dry run: nothing trained. " + (f"Cells would be trials of the Optuna study {name} in {spec}" if spec
                                               else f"Run it with: {cmd}"))
         return 0
-    if spec and spec.kind == "sqlite" and workers > 1:
-        print("catlab: warning: sqlite storage locks under parallel workers; use a journal file or PostgreSQL "
-              "with --workers > 1", file=sys.stderr)
+    if spec:
+        warn_parallel(spec, workers)
     sdir = study_dir(st.name, profile, overrides)
     known = None if spec else read_study_json(sdir / "study.json").get("parent_run_id")
     before = {} if spec else {c.name: info for c in cells if (info := is_finished(c.run_dir, c.cfg))}

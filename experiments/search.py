@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from experiments import STUDIES, Study
 from experiments.grid import get_study, one_of, positive_int, study_dir
 from experiments.search_report import write_outputs
 from experiments.search_worker import Plan, formatted
-from experiments.storage import budget_lock, counts, open_storage, resolve
+from experiments.storage import budget_lock, counts, open_storage, resolve, warn_parallel
 from experiments.worker import preflight, run_workers, shared_parent, threads_for, work
 
 # The budget of one trial and its evaluation sizes are the profile's (catlab.profiles: search, search_eval).
@@ -160,9 +159,7 @@ def search(study, trials: int, storage: str | None = None, workers: int = 1, obj
     name = search_name(st.name, objective)
     plan, cfg, user = make_plan(st, name, trials, workers, objective, timeout, overrides, profile, pruner, n_eval,
                           n_step, eval_every, heartbeat, storage)
-    if plan.storage.kind == "sqlite" and workers > 1:
-        print("catlab: warning: sqlite storage locks under parallel workers; use a journal file (the default) "
-              "or PostgreSQL with --workers > 1", file=sys.stderr)
+    warn_parallel(plan.storage, workers)
     started, ml = time.time(), plan.mlflow()
     identity = {"study": st.name, "profile": profile, "objective": objective, "metrics": plan.names,
                 "overrides": sorted(f"{k}={v}" for k, v in user.items() if not k.startswith("run."))}

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import sys
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -54,6 +55,13 @@ def resolve(storage: str | None, study: str) -> StorageSpec:
         raise UserError(f"--storage must be a file for sqlite (sqlite:///PATH): an in-memory database "
                         f"cannot be shared or resumed, but got storage={storage!r}")
     return StorageSpec("sqlite", storage, Path(url.database))
+
+
+def warn_parallel(spec: StorageSpec, workers: int) -> None:
+    """sqlite locks under parallel workers: a warning on stderr when several share one."""
+    if spec.kind == "sqlite" and workers > 1:
+        print("catlab: warning: sqlite storage locks under parallel workers; use a journal file or PostgreSQL "
+              "with --workers > 1", file=sys.stderr)
 
 
 def open_storage(spec: StorageSpec, heartbeat: int = 60, on_stale=None):

@@ -15,6 +15,7 @@ import time
 
 import optuna
 import pytest
+import torch
 
 from catlab.cli import main
 from catlab.tracking import MLflow
@@ -237,6 +238,16 @@ def test_a_bad_storage_is_one_line_before_anything_runs(workdir, capsys, storage
     err = capsys.readouterr().err.strip()
     assert needle in err and f"storage={storage!r}" in err and "\n" not in err
     assert not (workdir / "studies").exists() and not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the test stops the grid at the check of train.device=cuda")
+@pytest.mark.parametrize("storage, warned", [("sqlite:///grid.db", True), ("grid.journal", False)])
+def test_sqlite_under_parallel_workers_is_warned_about(workdir, capsys, storage, warned):
+    # train.device=cuda fails the check before any run (there is no GPU in CI), after the storage is opened
+    assert main(["ablate", STUDY, *TINY, "--storage", storage, "--workers", "2", "train.device=cuda"]) == 2
+    err = capsys.readouterr().err
+    assert ("warning: sqlite storage locks under parallel workers" in err) is warned, err
+    assert "train.device must be" in err
 
 
 def test_a_bad_storage_exits_2_from_the_command_line(workdir):
